@@ -22,6 +22,7 @@ const DefaultConfigPath = "/etc/trackerd/config.toml"
 func Commands() []cmdline.Command {
 	return []cmdline.Command{
 		{Name: "version", Summary: "print version, commit and Go version", Run: cmdVersion},
+		{Name: "check-config", Summary: "validate the configuration file and exit", Run: cmdCheckConfig},
 	}
 }
 
