@@ -1,0 +1,105 @@
+package pki
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+)
+
+// WriteFileAtomic writes data to path so that readers see either the old
+// file or the complete new one, even after a crash: it writes a temporary
+// file in the same directory, fsyncs it, renames it over path and fsyncs the
+// directory. The file gets exactly mode perm (the umask does not apply).
+func WriteFileAtomic(path string, data []byte, perm os.FileMode) error {
+	return writeFile(path, data, perm, true)
+}
+
+// writeFile is WriteFileAtomic that, when replace is false, refuses to
+// replace an existing path with an *ExistsError. The refusal is atomic too:
+// the temporary file is hard-linked to path, which fails if path exists.
+func writeFile(path string, data []byte, perm os.FileMode, replace bool) (err error) {
+	dir := filepath.Dir(path)
+	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp*")
+	if err != nil {
+		return fmt.Errorf("pki: write %s: %w", path, err)
+	}
+	tmpName := tmp.Name()
+	defer func() {
+		if tmp != nil {
+			tmp.Close()
+		}
+		if err != nil || !replace {
+			os.Remove(tmpName)
+		}
+	}()
+	if err := tmp.Chmod(perm); err != nil {
+		return fmt.Errorf("pki: write %s: %w", path, err)
+	}
+	if _, err := tmp.Write(data); err != nil {
+		return fmt.Errorf("pki: write %s: %w", path, err)
+	}
+	if err := tmp.Sync(); err != nil {
+		return fmt.Errorf("pki: write %s: sync: %w", path, err)
+	}
+	cerr := tmp.Close()
+	tmp = nil
+	if cerr != nil {
+		return fmt.Errorf("pki: write %s: close: %w", path, cerr)
+	}
+	if replace {
+		if err := os.Rename(tmpName, path); err != nil {
+			return fmt.Errorf("pki: write %s: %w", path, err)
+		}
+	} else if err := os.Link(tmpName, path); err != nil {
+		if errors.Is(err, fs.ErrExist) {
+			return &ExistsError{Path: path}
+		}
+		return fmt.Errorf("pki: write %s: %w", path, err)
+	}
+	return syncDir(dir)
+}
+
+// syncDir fsyncs a directory so that a rename or link in it is durable.
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("pki: sync directory: %w", err)
+	}
+	serr := d.Sync()
+	cerr := d.Close()
+	if serr != nil {
+		return fmt.Errorf("pki: sync directory %s: %w", dir, serr)
+	}
+	if cerr != nil {
+		return fmt.Errorf("pki: sync directory %s: %w", dir, cerr)
+	}
+	return nil
+}
+
+// makePrivateDir creates dir (and missing parents) and makes dir itself
+// mode 0700.
+func makePrivateDir(dir string) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("pki: create directory: %w", err)
+	}
+	if err := os.Chmod(dir, 0o700); err != nil {
+		return fmt.Errorf("pki: create directory: %w", err)
+	}
+	return nil
+}
+
+// checkAbsent returns an *ExistsError for the first of paths that exists.
+func checkAbsent(paths ...string) error {
+	for _, p := range paths {
+		_, err := os.Lstat(p)
+		if err == nil {
+			return &ExistsError{Path: p}
+		}
+		if !isNotExist(err) {
+			return fmt.Errorf("pki: check %s: %w", p, err)
+		}
+	}
+	return nil
+}
