@@ -268,7 +268,11 @@ func LoadCA(dir string) (*CA, error) {
 	if err := inter.CheckSignatureFrom(root); err != nil {
 		return nil, fmt.Errorf("pki: load CA: %s is not signed by %s (files from different CAs?): %w", interPath, rootPath, err)
 	}
-	interKey, err := readMatchingKey(filepath.Join(dir, IntermediateKeyFile), inter)
+	interKeyPath := filepath.Join(dir, IntermediateKeyFile)
+	interKey, err := readMatchingKey(interKeyPath, inter)
+	if isNotExist(err) {
+		return nil, fmt.Errorf("pki: load CA: %s not found: the intermediate's key is needed to issue certificates", interKeyPath)
+	}
 	if err != nil {
 		return nil, err
 	}
