@@ -5,7 +5,6 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -96,7 +95,7 @@ func NewMemoryCA(opts CAOptions) (*CA, error) {
 		cn = DefaultCACN
 	}
 	if err := checkCN(cn); err != nil {
-		return nil, fmt.Errorf("pki: create CA: %w", err)
+		return nil, errorf("pki: create CA: %w", err)
 	}
 	kt := opts.Key
 	if kt == "" {
@@ -107,7 +106,7 @@ func NewMemoryCA(opts CAOptions) (*CA, error) {
 		days = DefaultCADays
 	}
 	if days < 0 {
-		return nil, fmt.Errorf("pki: create CA: validity of %d days: use a positive number of days", days)
+		return nil, errorf("pki: create CA: validity of %d days: use a positive number of days", days)
 	}
 	now := opts.Now
 	if now.IsZero() {
@@ -118,7 +117,7 @@ func NewMemoryCA(opts CAOptions) (*CA, error) {
 
 	rootKey, err := GenerateKey(kt)
 	if err != nil {
-		return nil, fmt.Errorf("pki: create CA: %w", err)
+		return nil, errorf("pki: create CA: %w", err)
 	}
 	rootTmpl := &x509.Certificate{
 		Subject:               pkix.Name{CommonName: cn},
@@ -131,7 +130,7 @@ func NewMemoryCA(opts CAOptions) (*CA, error) {
 	}
 	root, err := sign(rootTmpl, nil, rootKey.Public(), rootKey)
 	if err != nil {
-		return nil, fmt.Errorf("pki: create root CA: %w", err)
+		return nil, errorf("pki: create root CA: %w", err)
 	}
 	ca := &CA{Root: root, RootKey: rootKey, Issuer: root, IssuerKey: rootKey}
 	if !opts.Intermediate {
@@ -139,7 +138,7 @@ func NewMemoryCA(opts CAOptions) (*CA, error) {
 	}
 	interKey, err := GenerateKey(kt)
 	if err != nil {
-		return nil, fmt.Errorf("pki: create CA: %w", err)
+		return nil, errorf("pki: create CA: %w", err)
 	}
 	interTmpl := &x509.Certificate{
 		Subject:               pkix.Name{CommonName: cn + " Intermediate"},
@@ -153,7 +152,7 @@ func NewMemoryCA(opts CAOptions) (*CA, error) {
 	}
 	inter, err := sign(interTmpl, root, interKey.Public(), rootKey)
 	if err != nil {
-		return nil, fmt.Errorf("pki: create intermediate CA: %w", err)
+		return nil, errorf("pki: create intermediate CA: %w", err)
 	}
 	ca.Issuer, ca.IssuerKey, ca.Chain = inter, interKey, []*x509.Certificate{inter}
 	return ca, nil
@@ -167,7 +166,7 @@ func NewMemoryCA(opts CAOptions) (*CA, error) {
 func InitCA(dir string, opts CAOptions) (*CA, error) {
 	if !opts.Force {
 		if err := checkAbsent(caFiles(dir)...); err != nil {
-			return nil, fmt.Errorf("pki: init CA: %w", err)
+			return nil, errorf("pki: init CA: %w", err)
 		}
 	}
 	ca, err := NewMemoryCA(opts)
@@ -175,13 +174,13 @@ func InitCA(dir string, opts CAOptions) (*CA, error) {
 		return nil, err
 	}
 	if err := makePrivateDir(dir); err != nil {
-		return nil, fmt.Errorf("pki: init CA in %s: %w", dir, err)
+		return nil, errorf("pki: init CA in %s: %w", dir, err)
 	}
 	replace := opts.Force
 	if !ca.HasIntermediate() && replace {
 		for _, name := range []string{IntermediateCertFile, IntermediateKeyFile} {
 			if err := os.Remove(filepath.Join(dir, name)); err != nil && !isNotExist(err) {
-				return nil, fmt.Errorf("pki: init CA: remove old %s: %w", name, err)
+				return nil, errorf("pki: init CA: remove old %s: %w", name, err)
 			}
 		}
 	}
@@ -205,10 +204,10 @@ func writeCertAndKey(dir, certName, keyName string, cert *x509.Certificate, key 
 		return err
 	}
 	if err := writeFile(filepath.Join(dir, keyName), keyPEM, 0o600, replace); err != nil {
-		return fmt.Errorf("pki: init CA: %w", err)
+		return errorf("pki: init CA: %w", err)
 	}
 	if err := writeFile(filepath.Join(dir, certName), EncodePEM(cert), 0o644, replace); err != nil {
-		return fmt.Errorf("pki: init CA: %w", err)
+		return errorf("pki: init CA: %w", err)
 	}
 	return nil
 }
@@ -223,25 +222,25 @@ func LoadCA(dir string) (*CA, error) {
 	fi, err := os.Stat(dir)
 	switch {
 	case isNotExist(err):
-		return nil, fmt.Errorf("%w in %s: the directory does not exist", ErrNoCA, dir)
+		return nil, errorf("%w in %s: the directory does not exist", ErrNoCA, dir)
 	case err != nil:
-		return nil, fmt.Errorf("pki: load CA: %w", err)
+		return nil, errorf("pki: load CA: %w", err)
 	case !fi.IsDir():
-		return nil, fmt.Errorf("%w in %s: not a directory", ErrNoCA, dir)
+		return nil, errorf("%w in %s: not a directory", ErrNoCA, dir)
 	}
 	rootPath := filepath.Join(dir, RootCertFile)
 	if _, err := os.Stat(rootPath); isNotExist(err) {
-		return nil, fmt.Errorf("%w in %s: %s not found", ErrNoCA, dir, RootCertFile)
+		return nil, errorf("%w in %s: %s not found", ErrNoCA, dir, RootCertFile)
 	}
 	root, err := readOneCert(rootPath)
 	if err != nil {
-		return nil, fmt.Errorf("pki: load CA: %w", err)
+		return nil, errorf("pki: load CA: %w", err)
 	}
 	if !root.IsCA {
-		return nil, fmt.Errorf("pki: load CA: %s is not a CA certificate (basicConstraints CA:FALSE)", rootPath)
+		return nil, errorf("pki: load CA: %s is not a CA certificate (basicConstraints CA:FALSE)", rootPath)
 	}
 	if err := root.CheckSignatureFrom(root); err != nil {
-		return nil, fmt.Errorf("pki: load CA: %s is not a self-signed root: %w", rootPath, err)
+		return nil, errorf("pki: load CA: %s is not a self-signed root: %w", rootPath, err)
 	}
 	ca := &CA{Dir: dir, Root: root, Issuer: root}
 	rootKeyPath := filepath.Join(dir, RootKeyFile)
@@ -253,25 +252,25 @@ func LoadCA(dir string) (*CA, error) {
 	interPath := filepath.Join(dir, IntermediateCertFile)
 	if _, err := os.Stat(interPath); isNotExist(err) {
 		if ca.RootKey == nil {
-			return nil, fmt.Errorf("pki: load CA: %s not found: the root key is needed to issue certificates when there is no intermediate", rootKeyPath)
+			return nil, errorf("pki: load CA: %s not found: the root key is needed to issue certificates when there is no intermediate", rootKeyPath)
 		}
 		ca.IssuerKey = ca.RootKey
 		return ca, nil
 	}
 	inter, err := readOneCert(interPath)
 	if err != nil {
-		return nil, fmt.Errorf("pki: load CA: %w", err)
+		return nil, errorf("pki: load CA: %w", err)
 	}
 	if !inter.IsCA {
-		return nil, fmt.Errorf("pki: load CA: %s is not a CA certificate (basicConstraints CA:FALSE)", interPath)
+		return nil, errorf("pki: load CA: %s is not a CA certificate (basicConstraints CA:FALSE)", interPath)
 	}
 	if err := inter.CheckSignatureFrom(root); err != nil {
-		return nil, fmt.Errorf("pki: load CA: %s is not signed by %s (files from different CAs?): %w", interPath, rootPath, err)
+		return nil, errorf("pki: load CA: %s is not signed by %s (files from different CAs?): %w", interPath, rootPath, err)
 	}
 	interKeyPath := filepath.Join(dir, IntermediateKeyFile)
 	interKey, err := readMatchingKey(interKeyPath, inter)
 	if isNotExist(err) {
-		return nil, fmt.Errorf("pki: load CA: %s not found: the intermediate's key is needed to issue certificates", interKeyPath)
+		return nil, errorf("pki: load CA: %s not found: the intermediate's key is needed to issue certificates", interKeyPath)
 	}
 	if err != nil {
 		return nil, err
@@ -287,7 +286,7 @@ func readOneCert(path string) (*x509.Certificate, error) {
 		return nil, err
 	}
 	if len(certs) != 1 {
-		return nil, fmt.Errorf("pki: %s holds %d certificates, want 1", path, len(certs))
+		return nil, errorf("pki: %s holds %d certificates, want 1", path, len(certs))
 	}
 	return certs[0], nil
 }
@@ -302,10 +301,10 @@ func readMatchingKey(path string, cert *x509.Certificate) (crypto.Signer, error)
 	}
 	key, err := ReadKeyFile(path)
 	if err != nil {
-		return nil, fmt.Errorf("pki: load CA: %w", err)
+		return nil, errorf("pki: load CA: %w", err)
 	}
 	if !keyMatches(key, cert.PublicKey) {
-		return nil, fmt.Errorf("%w: %s is not the key of %s (%s)", ErrKeyMismatch, path, describe(cert), filepath.Base(certPathFor(path)))
+		return nil, errorf("%w: %s is not the key of %s (%s)", ErrKeyMismatch, path, describe(cert), filepath.Base(certPathFor(path)))
 	}
 	return key, nil
 }
@@ -317,11 +316,11 @@ func certPathFor(keyPath string) string {
 // checkCN rejects common names x509 would encode but that break tools.
 func checkCN(cn string) error {
 	if len(cn) > 64 {
-		return fmt.Errorf("common name %q is %d characters long; the limit is 64", cn, len(cn))
+		return errorf("common name %q is %d characters long; the limit is 64", cn, len(cn))
 	}
 	for _, r := range cn {
 		if r < 0x20 || r == 0x7f {
-			return fmt.Errorf("common name %q contains a control character", cn)
+			return errorf("common name %q contains a control character", cn)
 		}
 	}
 	return nil
@@ -347,11 +346,11 @@ func sign(tmpl, parent *x509.Certificate, pub crypto.PublicKey, signer crypto.Si
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, pub, signer)
 	if err != nil {
-		return nil, fmt.Errorf("pki: sign %q: %w", tmpl.Subject.CommonName, err)
+		return nil, errorf("pki: sign %q: %w", tmpl.Subject.CommonName, err)
 	}
 	c, err := x509.ParseCertificate(der)
 	if err != nil {
-		return nil, fmt.Errorf("pki: parse new certificate: %w", err)
+		return nil, errorf("pki: parse new certificate: %w", err)
 	}
 	return c, nil
 }

@@ -49,12 +49,12 @@ func ParseCertsPEM(data []byte) ([]*x509.Certificate, error) {
 		}
 		c, err := x509.ParseCertificate(b.Bytes)
 		if err != nil {
-			return nil, fmt.Errorf("pki: parse certificate %d: %w", len(certs)+1, err)
+			return nil, errorf("pki: parse certificate %d: %w", len(certs)+1, err)
 		}
 		certs = append(certs, c)
 	}
 	if len(certs) == 0 {
-		return nil, fmt.Errorf("%w: no CERTIFICATE PEM block found", ErrNoCert)
+		return nil, errorf("%w: no CERTIFICATE PEM block found", ErrNoCert)
 	}
 	return certs, nil
 }
@@ -65,18 +65,18 @@ func ParseCertsPEM(data []byte) ([]*x509.Certificate, error) {
 func ReadCertsFile(path string) ([]*x509.Certificate, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
-		return nil, fmt.Errorf("pki: read certificates: %w", err)
+		return nil, errorf("pki: read certificates: %w", err)
 	}
 	certs, err := ParseCertsPEM(data)
 	if errors.Is(err, ErrNoCert) && len(data) > 0 && data[0] == 0x30 { // DER SEQUENCE
 		c, derr := x509.ParseCertificate(data)
 		if derr != nil {
-			return nil, fmt.Errorf("pki: read certificates %s: not PEM, and as DER: %w", path, derr)
+			return nil, errorf("pki: read certificates %s: not PEM, and as DER: %w", path, derr)
 		}
 		return []*x509.Certificate{c}, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("pki: read certificates %s: %w", path, err)
+		return nil, errorf("pki: read certificates %s: %w", path, err)
 	}
 	return certs, nil
 }
@@ -96,7 +96,7 @@ func randomSerial() (*big.Int, error) {
 	for {
 		n, err := rand.Int(rand.Reader, limit)
 		if err != nil {
-			return nil, fmt.Errorf("pki: serial number: %w", err)
+			return nil, errorf("pki: serial number: %w", err)
 		}
 		if n.Sign() > 0 {
 			return n, nil
@@ -109,14 +109,14 @@ func randomSerial() (*big.Int, error) {
 func subjectKeyID(pub crypto.PublicKey) ([]byte, error) {
 	der, err := x509.MarshalPKIXPublicKey(pub)
 	if err != nil {
-		return nil, fmt.Errorf("pki: encode public key: %w", err)
+		return nil, errorf("pki: encode public key: %w", err)
 	}
 	var spki struct {
 		Algorithm asn1.RawValue
 		PublicKey asn1.BitString
 	}
 	if _, err := asn1.Unmarshal(der, &spki); err != nil {
-		return nil, fmt.Errorf("pki: decode public key: %w", err)
+		return nil, errorf("pki: decode public key: %w", err)
 	}
 	sum := sha1.Sum(spki.PublicKey.Bytes)
 	return sum[:], nil
@@ -135,10 +135,10 @@ func Verify(leafAndChain []*x509.Certificate, roots []*x509.Certificate, at time
 // x509.ExtKeyUsageServerAuth, or x509.ExtKeyUsageAny for no usage check.
 func VerifyFor(leafAndChain []*x509.Certificate, roots []*x509.Certificate, at time.Time, usage x509.ExtKeyUsage) error {
 	if len(leafAndChain) == 0 {
-		return fmt.Errorf("pki: verify: %w: empty chain", ErrNoCert)
+		return errorf("pki: verify: %w: empty chain", ErrNoCert)
 	}
 	if len(roots) == 0 {
-		return fmt.Errorf("pki: verify: %w: no trusted CA certificates given", ErrUntrusted)
+		return errorf("pki: verify: %w: no trusted CA certificates given", ErrUntrusted)
 	}
 	if at.IsZero() {
 		at = time.Now()
@@ -148,7 +148,7 @@ func VerifyFor(leafAndChain []*x509.Certificate, roots []*x509.Certificate, at t
 	// expired CA only as "unknown authority", and an expired CA is a
 	// different fix than an expired device.
 	if err := pathValidity(leaf, leafAndChain[1:], roots, at); err != nil {
-		return fmt.Errorf("pki: verify %s: %w", describe(leaf), err)
+		return errorf("pki: verify %s: %w", describe(leaf), err)
 	}
 	rootPool := x509.NewCertPool()
 	for _, r := range roots {
@@ -173,17 +173,17 @@ func VerifyFor(leafAndChain []*x509.Certificate, roots []*x509.Certificate, at t
 	)
 	switch {
 	case errors.As(err, &cie) && cie.Reason == x509.Expired:
-		return fmt.Errorf("pki: verify %s: %w: %w", describe(leaf), ErrExpired, err)
+		return errorf("pki: verify %s: %w: %w", describe(leaf), ErrExpired, err)
 	case errors.As(err, &cie) && cie.Reason == x509.IncompatibleUsage:
-		return fmt.Errorf("pki: verify %s: %w: it is not valid for %s (its extended key usages: %s)",
+		return errorf("pki: verify %s: %w: it is not valid for %s (its extended key usages: %s)",
 			describe(leaf), ErrUsage, ExtKeyUsageName(usage), extKeyUsages(leaf))
 	case errors.As(err, &uae):
-		return fmt.Errorf("pki: verify %s: %w: no chain from issuer %q to the trusted CA (%s); is it the right CA, and does the chain include the intermediates?",
+		return errorf("pki: verify %s: %w: no chain from issuer %q to the trusted CA (%s); is it the right CA, and does the chain include the intermediates?",
 			describe(leaf), ErrUntrusted, leaf.Issuer.String(), describeAll(roots))
 	case errors.As(err, &cie):
-		return fmt.Errorf("pki: verify %s: %w: %w", describe(leaf), ErrUntrusted, err)
+		return errorf("pki: verify %s: %w: %w", describe(leaf), ErrUntrusted, err)
 	}
-	return fmt.Errorf("pki: verify %s: %w: %w", describe(leaf), ErrUntrusted, err)
+	return errorf("pki: verify %s: %w: %w", describe(leaf), ErrUntrusted, err)
 }
 
 // pathValidity follows the issuers of leaf through chain and roots (by
@@ -232,10 +232,10 @@ func containsCert(c *x509.Certificate, certs []*x509.Certificate) bool {
 // checkValidity says whether c is valid at time at.
 func checkValidity(c *x509.Certificate, at time.Time) error {
 	if at.Before(c.NotBefore) {
-		return fmt.Errorf("%w: %s is valid only from %s", ErrNotYetValid, describe(c), c.NotBefore.UTC().Format(time.RFC3339))
+		return errorf("%w: %s is valid only from %s", ErrNotYetValid, describe(c), c.NotBefore.UTC().Format(time.RFC3339))
 	}
 	if at.After(c.NotAfter) {
-		return fmt.Errorf("%w: %s expired at %s", ErrExpired, describe(c), c.NotAfter.UTC().Format(time.RFC3339))
+		return errorf("%w: %s expired at %s", ErrExpired, describe(c), c.NotAfter.UTC().Format(time.RFC3339))
 	}
 	return nil
 }

@@ -8,7 +8,6 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"errors"
-	"fmt"
 	"net"
 	"os"
 	"path/filepath"
@@ -82,7 +81,7 @@ func (o DeviceOptions) validity(issuer *x509.Certificate, defaultDays int) (notB
 		days = defaultDays
 	}
 	if days < 0 {
-		return time.Time{}, time.Time{}, fmt.Errorf("validity of %d days: use a positive number of days", days)
+		return time.Time{}, time.Time{}, errorf("validity of %d days: use a positive number of days", days)
 	}
 	now := o.Now
 	if now.IsZero() {
@@ -98,10 +97,10 @@ func (o DeviceOptions) validity(issuer *x509.Certificate, defaultDays int) (notB
 		notAfter = o.NotAfter.UTC()
 	}
 	if !notAfter.After(notBefore) {
-		return time.Time{}, time.Time{}, fmt.Errorf("validity ends (%s) before it starts (%s)", notAfter.Format(time.RFC3339), notBefore.Format(time.RFC3339))
+		return time.Time{}, time.Time{}, errorf("validity ends (%s) before it starts (%s)", notAfter.Format(time.RFC3339), notBefore.Format(time.RFC3339))
 	}
 	if !explicit && notAfter.After(issuer.NotAfter) {
-		return time.Time{}, time.Time{}, fmt.Errorf("%w: it would expire %s, after its issuer %s (%s); use fewer days or renew the CA",
+		return time.Time{}, time.Time{}, errorf("%w: it would expire %s, after its issuer %s (%s); use fewer days or renew the CA",
 			ErrOutlivesIssuer, notAfter.Format(time.DateOnly), describe(issuer), issuer.NotAfter.UTC().Format(time.DateOnly))
 	}
 	return notBefore, notAfter, nil
@@ -162,7 +161,7 @@ func (ca *CA) IssueDevice(id string, opts DeviceOptions) (*Device, error) {
 		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
 	}, opts, DefaultDeviceDays)
 	if err != nil {
-		return nil, fmt.Errorf("pki: issue device %s: %w", id, err)
+		return nil, errorf("pki: issue device %s: %w", id, err)
 	}
 	return d, nil
 }
@@ -184,7 +183,7 @@ func (ca *CA) IssueServer(hosts []string, opts DeviceOptions) (*Device, error) {
 		case ip != nil:
 			tmpl.IPAddresses = append(tmpl.IPAddresses, ip)
 		case h == "" || len(h) > 253:
-			return nil, fmt.Errorf("pki: issue server certificate: host name %q: use a DNS name of 1 to 253 characters or an IP address", h)
+			return nil, errorf("pki: issue server certificate: host name %q: use a DNS name of 1 to 253 characters or an IP address", h)
 		default:
 			tmpl.DNSNames = append(tmpl.DNSNames, h)
 		}
@@ -194,7 +193,7 @@ func (ca *CA) IssueServer(hosts []string, opts DeviceOptions) (*Device, error) {
 	}
 	d, err := issueLeaf(ca.Issuer, ca.IssuerKey, ca.Chain, tmpl, opts, DefaultDeviceDays)
 	if err != nil {
-		return nil, fmt.Errorf("pki: issue server certificate for %s: %w", hosts[0], err)
+		return nil, errorf("pki: issue server certificate for %s: %w", hosts[0], err)
 	}
 	return d, nil
 }
@@ -220,7 +219,7 @@ func (ca *CA) VerificationCertFor(level Level, code string, opts DeviceOptions) 
 		return nil, errors.New("pki: verification certificate: the verification code is empty; copy it from the Azure portal or 'az ... certificate generate-verification-code'")
 	}
 	if err := checkCN(code); err != nil {
-		return nil, fmt.Errorf("pki: verification certificate: verification code: %w", err)
+		return nil, errorf("pki: verification certificate: verification code: %w", err)
 	}
 	var (
 		issuer *x509.Certificate
@@ -230,7 +229,7 @@ func (ca *CA) VerificationCertFor(level Level, code string, opts DeviceOptions) 
 	switch level {
 	case LevelRoot:
 		if ca.RootKey == nil {
-			return nil, fmt.Errorf("pki: verification certificate for the root: %w: put root.key back in the CA directory", ErrNoRootKey)
+			return nil, errorf("pki: verification certificate for the root: %w: put root.key back in the CA directory", ErrNoRootKey)
 		}
 		issuer, key = ca.Root, ca.RootKey
 	case LevelIntermediate:
@@ -239,14 +238,14 @@ func (ca *CA) VerificationCertFor(level Level, code string, opts DeviceOptions) 
 		}
 		issuer, key, chain = ca.Issuer, ca.IssuerKey, ca.Chain
 	default:
-		return nil, fmt.Errorf("pki: verification certificate: unknown CA level %q: use %q or %q", level, LevelRoot, LevelIntermediate)
+		return nil, errorf("pki: verification certificate: unknown CA level %q: use %q or %q", level, LevelRoot, LevelIntermediate)
 	}
 	d, err := issueLeaf(issuer, key, chain, &x509.Certificate{
 		Subject:     pkix.Name{CommonName: code},
 		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
 	}, opts, DefaultVerificationDays)
 	if err != nil {
-		return nil, fmt.Errorf("pki: verification certificate for the %s: %w", level, err)
+		return nil, errorf("pki: verification certificate for the %s: %w", level, err)
 	}
 	return d, nil
 }
@@ -291,7 +290,7 @@ func (ca *CA) IssueMany(ctx context.Context, ids []string, opts DeviceOptions, w
 		return err
 	}
 	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("pki: issue devices: %w", err)
+		return errorf("pki: issue devices: %w", err)
 	}
 	return nil
 }
@@ -302,7 +301,7 @@ func (ca *CA) IssueMany(ctx context.Context, ids []string, opts DeviceOptions, w
 // replace any of the three files.
 func WriteDevice(dir string, d *Device, force bool) (devDir string, err error) {
 	if err := ValidateRegistrationID(d.ID); err != nil {
-		return "", fmt.Errorf("pki: write device: %w", err)
+		return "", errorf("pki: write device: %w", err)
 	}
 	devDir = filepath.Join(dir, d.ID)
 	certPath := filepath.Join(devDir, DeviceCertFile)
@@ -310,7 +309,7 @@ func WriteDevice(dir string, d *Device, force bool) (devDir string, err error) {
 	keyPath := filepath.Join(devDir, DeviceKeyFile)
 	if !force {
 		if err := checkAbsent(certPath, chainPath, keyPath); err != nil {
-			return "", fmt.Errorf("pki: write device %s: %w", d.ID, err)
+			return "", errorf("pki: write device %s: %w", d.ID, err)
 		}
 	}
 	keyPEM, err := MarshalKeyPEM(d.Key)
@@ -322,7 +321,7 @@ func WriteDevice(dir string, d *Device, force bool) (devDir string, err error) {
 		chain = []*x509.Certificate{d.Leaf}
 	}
 	if err := makePrivateDir(devDir); err != nil {
-		return "", fmt.Errorf("pki: write device %s: %w", d.ID, err)
+		return "", errorf("pki: write device %s: %w", d.ID, err)
 	}
 	for _, f := range []struct {
 		path string
@@ -334,7 +333,7 @@ func WriteDevice(dir string, d *Device, force bool) (devDir string, err error) {
 		{chainPath, EncodePEM(chain...), 0o644},
 	} {
 		if err := writeFile(f.path, f.data, f.perm, force); err != nil {
-			return "", fmt.Errorf("pki: write device %s: %w", d.ID, err)
+			return "", errorf("pki: write device %s: %w", d.ID, err)
 		}
 	}
 	return devDir, nil
@@ -353,7 +352,7 @@ func LoadDevice(devDir string) (*Device, error) {
 	if _, err := os.Stat(certPath); err == nil {
 		c, err := ReadCertsFile(certPath)
 		if err != nil {
-			return nil, fmt.Errorf("pki: load device: %w", err)
+			return nil, errorf("pki: load device: %w", err)
 		}
 		leafOnly = c
 	}
@@ -362,19 +361,19 @@ func LoadDevice(devDir string) (*Device, error) {
 	case isNotExist(err) && leafOnly != nil:
 		chain = leafOnly
 	case isNotExist(err):
-		return nil, fmt.Errorf("%w: no %s or %s in %s", ErrNoCert, DeviceChainFile, DeviceCertFile, devDir)
+		return nil, errorf("%w: no %s or %s in %s", ErrNoCert, DeviceChainFile, DeviceCertFile, devDir)
 	case err != nil:
-		return nil, fmt.Errorf("pki: load device: %w", err)
+		return nil, errorf("pki: load device: %w", err)
 	}
 	if leafOnly != nil && !leafOnly[0].Equal(chain[0]) {
-		return nil, fmt.Errorf("pki: load device: %s and the first certificate of %s differ; issue the device again", certPath, chainPath)
+		return nil, errorf("pki: load device: %s and the first certificate of %s differ; issue the device again", certPath, chainPath)
 	}
 	key, err := ReadKeyFile(keyPath)
 	if err != nil {
-		return nil, fmt.Errorf("pki: load device: %w", err)
+		return nil, errorf("pki: load device: %w", err)
 	}
 	if !keyMatches(key, chain[0].PublicKey) {
-		return nil, fmt.Errorf("%w: %s is not the key of %s in %s", ErrKeyMismatch, keyPath, describe(chain[0]), devDir)
+		return nil, errorf("%w: %s is not the key of %s in %s", ErrKeyMismatch, keyPath, describe(chain[0]), devDir)
 	}
 	return &Device{ID: chain[0].Subject.CommonName, Leaf: chain[0], Chain: chain, Key: key}, nil
 }

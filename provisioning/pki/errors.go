@@ -3,6 +3,7 @@ package pki
 import (
 	"errors"
 	"fmt"
+	"strings"
 )
 
 // Sentinel errors for the outcomes callers branch on. Errors returned by the
@@ -57,3 +58,25 @@ func (e *ExistsError) Error() string {
 
 // Is makes errors.Is(err, ErrExists) true.
 func (e *ExistsError) Is(target error) bool { return target == ErrExists }
+
+// errorf is fmt.Errorf for this package's messages, which start with
+// "pki: ". It drops the "pki: " prefix of wrapped errors from the text, so
+// context added at several levels reads "pki: load CA: read key ...: ..."
+// instead of repeating the prefix. errors.Is and errors.As see the wrapped
+// errors as with fmt.Errorf.
+func errorf(format string, args ...any) error {
+	err := fmt.Errorf(format, args...)
+	msg := err.Error()
+	if !strings.Contains(msg, ": pki: ") {
+		return err
+	}
+	return &prefixedError{msg: strings.ReplaceAll(msg, ": pki: ", ": "), err: err}
+}
+
+type prefixedError struct {
+	msg string
+	err error
+}
+
+func (e *prefixedError) Error() string { return e.msg }
+func (e *prefixedError) Unwrap() error { return e.err }

@@ -2,7 +2,6 @@ package pki
 
 import (
 	"errors"
-	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -23,7 +22,7 @@ func writeFile(path string, data []byte, perm os.FileMode, replace bool) (err er
 	dir := filepath.Dir(path)
 	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp*")
 	if err != nil {
-		return fmt.Errorf("pki: write %s: %w", path, err)
+		return errorf("pki: write %s: %w", path, err)
 	}
 	tmpName := tmp.Name()
 	defer func() {
@@ -35,28 +34,28 @@ func writeFile(path string, data []byte, perm os.FileMode, replace bool) (err er
 		}
 	}()
 	if err := tmp.Chmod(perm); err != nil {
-		return fmt.Errorf("pki: write %s: %w", path, err)
+		return errorf("pki: write %s: %w", path, err)
 	}
 	if _, err := tmp.Write(data); err != nil {
-		return fmt.Errorf("pki: write %s: %w", path, err)
+		return errorf("pki: write %s: %w", path, err)
 	}
 	if err := tmp.Sync(); err != nil {
-		return fmt.Errorf("pki: write %s: sync: %w", path, err)
+		return errorf("pki: write %s: sync: %w", path, err)
 	}
 	cerr := tmp.Close()
 	tmp = nil
 	if cerr != nil {
-		return fmt.Errorf("pki: write %s: close: %w", path, cerr)
+		return errorf("pki: write %s: close: %w", path, cerr)
 	}
 	if replace {
 		if err := os.Rename(tmpName, path); err != nil {
-			return fmt.Errorf("pki: write %s: %w", path, err)
+			return errorf("pki: write %s: %w", path, err)
 		}
 	} else if err := os.Link(tmpName, path); err != nil {
 		if errors.Is(err, fs.ErrExist) {
 			return &ExistsError{Path: path}
 		}
-		return fmt.Errorf("pki: write %s: %w", path, err)
+		return errorf("pki: write %s: %w", path, err)
 	}
 	return syncDir(dir)
 }
@@ -65,15 +64,15 @@ func writeFile(path string, data []byte, perm os.FileMode, replace bool) (err er
 func syncDir(dir string) error {
 	d, err := os.Open(dir)
 	if err != nil {
-		return fmt.Errorf("pki: sync directory: %w", err)
+		return errorf("pki: sync directory: %w", err)
 	}
 	serr := d.Sync()
 	cerr := d.Close()
 	if serr != nil {
-		return fmt.Errorf("pki: sync directory %s: %w", dir, serr)
+		return errorf("pki: sync directory %s: %w", dir, serr)
 	}
 	if cerr != nil {
-		return fmt.Errorf("pki: sync directory %s: %w", dir, cerr)
+		return errorf("pki: sync directory %s: %w", dir, cerr)
 	}
 	return nil
 }
@@ -82,10 +81,10 @@ func syncDir(dir string) error {
 // mode 0700.
 func makePrivateDir(dir string) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return fmt.Errorf("pki: create directory: %w", err)
+		return errorf("pki: create directory: %w", err)
 	}
 	if err := os.Chmod(dir, 0o700); err != nil {
-		return fmt.Errorf("pki: create directory: %w", err)
+		return errorf("pki: create directory: %w", err)
 	}
 	return nil
 }
@@ -98,7 +97,7 @@ func checkAbsent(paths ...string) error {
 			return &ExistsError{Path: p}
 		}
 		if !isNotExist(err) {
-			return fmt.Errorf("pki: check %s: %w", p, err)
+			return errorf("pki: check %s: %w", p, err)
 		}
 	}
 	return nil

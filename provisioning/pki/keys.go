@@ -52,7 +52,7 @@ func ParseKeyType(s string) (KeyType, error) {
 			return k, nil
 		}
 	}
-	return "", fmt.Errorf("%w %q: use one of %s", ErrKeyType, s, keyTypeNames())
+	return "", errorf("%w %q: use one of %s", ErrKeyType, s, keyTypeNames())
 }
 
 // GenerateKey creates a new private key of type t.
@@ -71,10 +71,10 @@ func GenerateKey(t KeyType) (crypto.Signer, error) {
 	case KeyRSA4096:
 		k, err = rsa.GenerateKey(rand.Reader, 4096)
 	default:
-		return nil, fmt.Errorf("%w %q: use one of %s", ErrKeyType, t, keyTypeNames())
+		return nil, errorf("%w %q: use one of %s", ErrKeyType, t, keyTypeNames())
 	}
 	if err != nil {
-		return nil, fmt.Errorf("pki: generate %s key: %w", t, err)
+		return nil, errorf("pki: generate %s key: %w", t, err)
 	}
 	return k, nil
 }
@@ -112,7 +112,7 @@ func keyMatches(key crypto.Signer, pub crypto.PublicKey) bool {
 func MarshalKeyPEM(key crypto.Signer) ([]byte, error) {
 	der, err := x509.MarshalPKCS8PrivateKey(key)
 	if err != nil {
-		return nil, fmt.Errorf("pki: encode private key: %w", err)
+		return nil, errorf("pki: encode private key: %w", err)
 	}
 	return pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), nil
 }
@@ -127,7 +127,7 @@ func ParseKeyPEM(data []byte) (crypto.Signer, error) {
 		var b *pem.Block
 		b, rest = pem.Decode(rest)
 		if b == nil {
-			return nil, fmt.Errorf("%w: no PRIVATE KEY, EC PRIVATE KEY or RSA PRIVATE KEY PEM block found", ErrNoKey)
+			return nil, errorf("%w: no PRIVATE KEY, EC PRIVATE KEY or RSA PRIVATE KEY PEM block found", ErrNoKey)
 		}
 		var (
 			k   any
@@ -140,20 +140,20 @@ func ParseKeyPEM(data []byte) (crypto.Signer, error) {
 			k, err = x509.ParseECPrivateKey(b.Bytes)
 		case "RSA PRIVATE KEY":
 			if _, enc := b.Headers["DEK-Info"]; enc {
-				return nil, fmt.Errorf("%w: the key is encrypted; decrypt it first with 'openssl pkey -in KEY -out KEY.plain'", ErrNoKey)
+				return nil, errorf("%w: the key is encrypted; decrypt it first with 'openssl pkey -in KEY -out KEY.plain'", ErrNoKey)
 			}
 			k, err = x509.ParsePKCS1PrivateKey(b.Bytes)
 		case "ENCRYPTED PRIVATE KEY":
-			return nil, fmt.Errorf("%w: the key is encrypted; decrypt it first with 'openssl pkey -in KEY -out KEY.plain'", ErrNoKey)
+			return nil, errorf("%w: the key is encrypted; decrypt it first with 'openssl pkey -in KEY -out KEY.plain'", ErrNoKey)
 		default:
 			continue
 		}
 		if err != nil {
-			return nil, fmt.Errorf("pki: parse %s: %w", b.Type, err)
+			return nil, errorf("pki: parse %s: %w", b.Type, err)
 		}
 		s, ok := k.(crypto.Signer)
 		if !ok {
-			return nil, fmt.Errorf("%w: %T cannot sign", ErrNoKey, k)
+			return nil, errorf("%w: %T cannot sign", ErrNoKey, k)
 		}
 		return s, nil
 	}
@@ -164,11 +164,11 @@ func ParseKeyPEM(data []byte) (crypto.Signer, error) {
 func ReadKeyFile(path string) (crypto.Signer, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
-		return nil, fmt.Errorf("pki: read key: %w", err)
+		return nil, errorf("pki: read key: %w", err)
 	}
 	k, err := ParseKeyPEM(data)
 	if err != nil {
-		return nil, fmt.Errorf("pki: read key %s: %w", path, err)
+		return nil, errorf("pki: read key %s: %w", path, err)
 	}
 	return k, nil
 }
@@ -179,10 +179,10 @@ func ReadKeyFile(path string) (crypto.Signer, error) {
 func CheckKeyPerm(path string) error {
 	fi, err := os.Stat(path)
 	if err != nil {
-		return fmt.Errorf("pki: check key permissions: %w", err)
+		return errorf("pki: check key permissions: %w", err)
 	}
 	if m := fi.Mode().Perm(); m&0o077 != 0 {
-		return fmt.Errorf("%w: %s has mode %04o; run 'chmod 600 %s'", ErrKeyPermissions, path, m, path)
+		return errorf("%w: %s has mode %04o; run 'chmod 600 %s'", ErrKeyPermissions, path, m, path)
 	}
 	return nil
 }

@@ -1,7 +1,6 @@
 package pki
 
 import (
-	"fmt"
 	"unicode/utf8"
 )
 
@@ -15,21 +14,21 @@ const MaxRegistrationIDLen = 128
 // that was broken.
 func ValidateRegistrationID(id string) error {
 	if id == "" {
-		return fmt.Errorf("%w: it is empty; use 1 to %d characters", ErrInvalidID, MaxRegistrationIDLen)
+		return errorf("%w: it is empty; use 1 to %d characters", ErrInvalidID, MaxRegistrationIDLen)
 	}
 	if n := utf8.RuneCountInString(id); n > MaxRegistrationIDLen {
-		return fmt.Errorf("%w %.20q...: it has %d characters; the limit is %d", ErrInvalidID, id, n, MaxRegistrationIDLen)
+		return errorf("%w %.20q...: it has %d characters; the limit is %d", ErrInvalidID, id, n, MaxRegistrationIDLen)
 	}
 	for i, r := range id {
 		if !isIDChar(r) {
-			return fmt.Errorf("%w %q: character %q at offset %d is not allowed; use letters, digits, '-', '.', '_' or ':'", ErrInvalidID, id, r, i)
+			return errorf("%w %q: character %q at offset %d is not allowed; use letters, digits, '-', '.', '_' or ':'", ErrInvalidID, id, r, i)
 		}
 	}
 	if first := rune(id[0]); !isAlnum(first) {
-		return fmt.Errorf("%w %q: it starts with %q; it must start with a letter or digit", ErrInvalidID, id, first)
+		return errorf("%w %q: it starts with %q; it must start with a letter or digit", ErrInvalidID, id, first)
 	}
 	if last := rune(id[len(id)-1]); !isAlnum(last) {
-		return fmt.Errorf("%w %q: it ends with %q; it must end with a letter or digit", ErrInvalidID, id, last)
+		return errorf("%w %q: it ends with %q; it must end with a letter or digit", ErrInvalidID, id, last)
 	}
 	return nil
 }
