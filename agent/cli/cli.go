@@ -23,6 +23,10 @@ func Commands() []cmdline.Command {
 	return []cmdline.Command{
 		{Name: "version", Summary: "print version, commit and Go version", Run: cmdVersion},
 		{Name: "check-config", Summary: "validate the configuration file and exit", Run: cmdCheckConfig},
+		{Name: "status", Summary: "show the running daemon's state (identity, link, sensors, buffer)", Run: cmdStatus},
+		{Name: "reprovision", Summary: "clear the cached assignment and register with DPS again", Run: cmdReprovision},
+		{Name: "flush", Summary: "send every buffered record now and wait for the buffer to drain", Run: cmdFlush},
+		{Name: "log-level", Summary: "change the running daemon's log level", Run: cmdLogLevel},
 	}
 }
 
