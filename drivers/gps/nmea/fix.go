@@ -214,3 +214,15 @@ func round(v float64, d int) float64 {
 	p := math.Pow10(d)
 	return math.Round(v*p) / p
 }
+
+// At returns f as seen at now: Age is the time since f was received, and the
+// fix is Stale when that exceeds staleAfter (a receiver that went quiet, was
+// unplugged or lost power). A fix with no Received time is returned as it is.
+func (f Fix) At(now time.Time, staleAfter time.Duration) Fix {
+	if f.Received.IsZero() {
+		return f
+	}
+	f.Age = max(now.Sub(f.Received), 0)
+	f.Stale = f.Age > staleAfter
+	return f
+}

@@ -3,6 +3,7 @@ package nmea
 import (
 	"errors"
 	"fmt"
+	"math"
 	"time"
 
 	gonmea "github.com/adrianmo/go-nmea"
@@ -244,7 +245,20 @@ func (e *epoch) reset() { *e = epoch{ms: -1} }
 
 func present(fields []string, i int) bool { return i < len(fields) && fields[i] != "" }
 
+// finite rejects the NaN and Inf that strconv.ParseFloat accepts in a field.
+func finite(v ...float64) bool {
+	for _, x := range v {
+		if math.IsNaN(x) || math.IsInf(x, 0) {
+			return false
+		}
+	}
+	return true
+}
+
 func (e *epoch) setPos(rank int, lat, lon float64) {
+	if !finite(lat, lon) || lat < -90 || lat > 90 || lon < -180 || lon > 180 {
+		return
+	}
 	if rank >= e.posRank {
 		e.posRank, e.lat, e.lon = rank, lat, lon
 	}
@@ -265,10 +279,10 @@ func (e *epoch) add(s gonmea.Sentence) {
 			return
 		}
 		e.setPos(rankRMC, v.Latitude, v.Longitude)
-		if present(v.Fields, 6) {
+		if present(v.Fields, 6) && finite(v.Speed) {
 			e.speed, e.hasSpeed = v.Speed*knotsToMPS, true
 		}
-		if present(v.Fields, 7) {
+		if present(v.Fields, 7) && finite(v.Course) {
 			e.track, e.hasTrack = v.Course, true
 		}
 	case gonmea.GGA:
@@ -283,10 +297,10 @@ func (e *epoch) add(s gonmea.Sentence) {
 			return
 		}
 		e.setPos(rankGGA, v.Latitude, v.Longitude)
-		if present(v.Fields, 7) {
+		if present(v.Fields, 7) && finite(v.HDOP) {
 			e.hdop, e.hasHDOP = v.HDOP, true
 		}
-		if present(v.Fields, 8) {
+		if present(v.Fields, 8) && finite(v.Altitude) {
 			e.alt, e.hasAlt = v.Altitude, true
 		}
 	case gonmea.GNS:
@@ -303,10 +317,10 @@ func (e *epoch) add(s gonmea.Sentence) {
 			return
 		}
 		e.setPos(rankGGA, v.Latitude, v.Longitude)
-		if present(v.Fields, 7) {
+		if present(v.Fields, 7) && finite(v.HDOP) {
 			e.hdop, e.hasHDOP = v.HDOP, true
 		}
-		if present(v.Fields, 8) {
+		if present(v.Fields, 8) && finite(v.Altitude) {
 			e.alt, e.hasAlt = v.Altitude, true
 		}
 	case gonmea.GLL:
@@ -329,21 +343,21 @@ func (e *epoch) add(s gonmea.Sentence) {
 				e.gsaSats++
 			}
 		}
-		if present(v.Fields, 15) && e.gsaHDOP == 0 {
+		if present(v.Fields, 15) && e.gsaHDOP == 0 && finite(v.HDOP) {
 			e.gsaHDOP = v.HDOP
 		}
 	case gonmea.VTG:
 		if v.FFAMode == gonmea.FAAModeDataNotValid {
 			return
 		}
-		if present(v.Fields, 0) && !e.hasTrack {
+		if present(v.Fields, 0) && !e.hasTrack && finite(v.TrueTrack) {
 			e.track, e.hasTrack = v.TrueTrack, true
 		}
 		if !e.hasSpeed {
 			switch {
-			case present(v.Fields, 4):
+			case present(v.Fields, 4) && finite(v.GroundSpeedKnots):
 				e.speed, e.hasSpeed = v.GroundSpeedKnots*knotsToMPS, true
-			case present(v.Fields, 6):
+			case present(v.Fields, 6) && finite(v.GroundSpeedKPH):
 				e.speed, e.hasSpeed = v.GroundSpeedKPH*kphToMPS, true
 			}
 		}
