@@ -15,6 +15,13 @@ func WriteFileAtomic(path string, data []byte, perm os.FileMode) error {
 	return writeFile(path, data, perm, true)
 }
 
+// CreateFileAtomic is [WriteFileAtomic] for a file that must not exist yet:
+// if path exists it returns an *ExistsError and leaves the file alone. The
+// check and the creation are one atomic step.
+func CreateFileAtomic(path string, data []byte, perm os.FileMode) error {
+	return writeFile(path, data, perm, false)
+}
+
 // writeFile is WriteFileAtomic that, when replace is false, refuses to
 // replace an existing path with an *ExistsError. The refusal is atomic too:
 // the temporary file is hard-linked to path, which fails if path exists.

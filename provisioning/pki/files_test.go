@@ -36,16 +36,19 @@ func TestWriteFileAtomic(t *testing.T) {
 	}
 }
 
-func TestWriteFileNoReplace(t *testing.T) {
+func TestCreateFileAtomic(t *testing.T) {
 	dir := t.TempDir()
 	path := join(dir, "f")
-	if err := writeFile(path, []byte("one"), 0o600, false); err != nil {
-		t.Fatalf("writeFile: %v", err)
+	if err := CreateFileAtomic(path, []byte("one"), 0o640); err != nil {
+		t.Fatalf("CreateFileAtomic: %v", err)
 	}
-	err := writeFile(path, []byte("two"), 0o600, false)
+	if m := perm(t, path); m != 0o640 {
+		t.Errorf("mode = %04o, want 0640", m)
+	}
+	err := CreateFileAtomic(path, []byte("two"), 0o600)
 	var ee *ExistsError
 	if !errors.As(err, &ee) || ee.Path != path || !errors.Is(err, ErrExists) {
-		t.Fatalf("writeFile over an existing file = %v, want *ExistsError for %s", err, path)
+		t.Fatalf("CreateFileAtomic over an existing file = %v, want *ExistsError for %s", err, path)
 	}
 	if data, _ := os.ReadFile(path); string(data) != "one" {
 		t.Errorf("content = %q, want the original %q", data, "one")

@@ -23,6 +23,7 @@ DPS enrollment, IoT Hub identities, SD images, and a local Azure emulator.`
 func Commands() []cmdline.Command {
 	return []cmdline.Command{
 		{Name: "version", Summary: "print version, commit and Go version", Run: cmdVersion},
+		{Name: "pki", Summary: pkiSummary, Run: cmdPKI},
 	}
 }
 
