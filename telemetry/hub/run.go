@@ -1,0 +1,164 @@
+package hub
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+)
+
+// methodWorkers is how many direct methods may run at once.
+const methodWorkers = 4
+
+// Run connects to the hub and keeps the connection up, reconnecting with
+// backoff, until ctx ends (it returns ctx's error) or the hub refused the
+// device's identity [Config.MaxRefusals] times in a row (it returns an error
+// wrapping [ErrUnauthorized]). It owns the callback goroutines; all of them
+// have stopped when it returns.
+func (c *Client) Run(ctx context.Context) error {
+	if !c.running.CompareAndSwap(false, true) {
+		return errors.New("hub: Run is already running for this client")
+	}
+	defer c.running.Store(false)
+
+	rctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	defer func() {
+		cancel()
+		wg.Wait()
+	}()
+	wg.Go(func() { c.dispatch(rctx) })
+	for range methodWorkers {
+		wg.Go(func() { c.methodWorker(rctx) })
+	}
+
+	bo := &backoff{min: c.cfg.ReconnectMin, max: c.cfg.ReconnectMax, rng: c.rng}
+	refusals := 0
+	for {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		c.noteAttempt()
+		s, err := c.connect(rctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			kind := failOther
+			var ce *connectError
+			if errors.As(err, &ce) {
+				kind = ce.kind
+			}
+			if kind == failRefused {
+				refusals++
+			}
+			wait := bo.next(kind == failThrottled)
+			c.noteFailure(err, refusals, wait)
+			if refusals >= c.cfg.MaxRefusals {
+				c.log.Error("hub refuses the device identity", "refusals", refusals, "err", err)
+				return fmt.Errorf("%w %d times in a row: %w", ErrUnauthorized, refusals, err)
+			}
+			c.log.Warn("connection failed", "err", err, "retry_in", wait)
+			if !sleep(ctx, wait) {
+				return ctx.Err()
+			}
+			continue
+		}
+		refusals = 0
+		c.setConnected(s)
+		c.log.Info("connected", "host", c.addr, "session_present", s.sessionPresent)
+		s.wg.Go(func() { c.syncDesired(s) })
+
+		<-s.done
+		reason := s.reason()
+		up := time.Since(s.upMono)
+		c.setDisconnected(s, reason)
+		s.close()
+		if ctx.Err() != nil {
+			c.log.Info("disconnected", "reason", "stopping")
+			return ctx.Err()
+		}
+		if up >= c.cfg.ReconnectMax {
+			bo.reset()
+		}
+		wait := bo.next(s.throttled.Load())
+		c.noteWait(wait)
+		c.log.Warn("connection lost", "err", reason, "up", up.Round(time.Millisecond), "retry_in", wait)
+		if !sleep(ctx, wait) {
+			return ctx.Err()
+		}
+	}
+}
+
+// sleep waits d or until ctx ends; it reports whether d passed.
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+func (c *Client) noteAttempt() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.state.Attempts++
+	c.state.NextAttempt = time.Time{}
+}
+
+func (c *Client) noteFailure(err error, refusals int, wait time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	now := c.cfg.Time()
+	c.state.Failures++
+	c.state.Refusals = refusals
+	c.state.LastError = err.Error()
+	c.state.NextAttempt = now.Add(wait)
+	if c.state.Since.IsZero() {
+		c.state.Since = now
+	}
+}
+
+func (c *Client) noteWait(wait time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.state.NextAttempt = c.cfg.Time().Add(wait)
+}
+
+// setConnected publishes s as the current session.
+func (c *Client) setConnected(s *session) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	now := c.cfg.Time()
+	c.cur = s
+	c.state.Connected = true
+	c.state.Since = now
+	c.state.ConnectedAt = now
+	c.state.Connects++
+	c.state.Reconnects = c.state.Connects - 1
+	c.state.Refusals = 0
+	c.state.SessionPresent = s.sessionPresent
+	close(c.connected)
+}
+
+// setDisconnected retires s; publishes and requests waiting on it fail
+// through s.done.
+func (c *Client) setDisconnected(s *session, reason error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.cur != s {
+		return
+	}
+	c.cur = nil
+	c.connected = make(chan struct{})
+	c.state.Connected = false
+	c.state.Since = c.cfg.Time()
+	c.state.SessionPresent = false
+	if reason != nil && !errors.Is(reason, errConnClosed) {
+		c.state.LastError = reason.Error()
+	}
+}
