@@ -82,8 +82,8 @@ func (ca *CA) HasIntermediate() bool { return len(ca.Chain) > 0 }
 // caFiles returns the paths of every file InitCA may write in dir.
 func caFiles(dir string) []string {
 	return []string{
-		filepath.Join(dir, RootKeyFile), filepath.Join(dir, RootCertFile),
-		filepath.Join(dir, IntermediateKeyFile), filepath.Join(dir, IntermediateCertFile),
+		filepath.Join(dir, RootCertFile), filepath.Join(dir, RootKeyFile),
+		filepath.Join(dir, IntermediateCertFile), filepath.Join(dir, IntermediateKeyFile),
 	}
 }
 

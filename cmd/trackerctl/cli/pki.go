@@ -44,25 +44,25 @@ func pkiError(err error, caDir string) error {
 	var ee *pki.ExistsError
 	switch {
 	case errors.As(err, &ee):
-		return &cliError{msg: ee.Path + " exists; use --force to replace it", err: err}
+		return &pkiCLIError{msg: ee.Path + " exists; use --force to replace it", err: err}
 	case errors.Is(err, pki.ErrNoCA):
-		return &cliError{msg: strings.TrimPrefix(err.Error(), "pki: ") +
+		return &pkiCLIError{msg: strings.TrimPrefix(err.Error(), "pki: ") +
 			fmt.Sprintf("; create one with 'trackerctl pki init-ca --out %s'", caDir), err: err}
 	}
-	return &cliError{msg: strings.TrimPrefix(err.Error(), "pki: "), err: err}
+	return &pkiCLIError{msg: strings.TrimPrefix(err.Error(), "pki: "), err: err}
 }
 
-// cliError is an error with a message rewritten for the command line.
-type cliError struct {
+// pkiCLIError is an error with a message rewritten for the command line.
+type pkiCLIError struct {
 	msg string
 	err error
 }
 
-func (e *cliError) Error() string { return e.msg }
-func (e *cliError) Unwrap() error { return e.err }
+func (e *pkiCLIError) Error() string { return e.msg }
+func (e *pkiCLIError) Unwrap() error { return e.err }
 
-// keyTypeFlag parses a --key value.
-func keyTypeFlag(s string) (pki.KeyType, error) {
+// pkiKeyTypeFlag parses a --key value.
+func pkiKeyTypeFlag(s string) (pki.KeyType, error) {
 	kt, err := pki.ParseKeyType(s)
 	if err != nil {
 		return "", cmdline.Usagef("-key: %s", strings.TrimPrefix(err.Error(), "pki: "))
@@ -70,7 +70,7 @@ func keyTypeFlag(s string) (pki.KeyType, error) {
 	return kt, nil
 }
 
-func positiveDays(days int) error {
+func pkiPositiveDays(days int) error {
 	if days <= 0 {
 		return cmdline.Usagef("-days %d: use a positive number of days", days)
 	}
@@ -102,11 +102,11 @@ possession with 'trackerctl pki verify-cert'.`)
 	if fs.NArg() > 0 {
 		return cmdline.Usagef("unexpected arguments: %s", strings.Join(fs.Args(), " "))
 	}
-	kt, err := keyTypeFlag(*key)
+	kt, err := pkiKeyTypeFlag(*key)
 	if err != nil {
 		return err
 	}
-	if err := positiveDays(*days); err != nil {
+	if err := pkiPositiveDays(*days); err != nil {
 		return err
 	}
 	ca, err := pki.InitCA(*out, pki.CAOptions{CN: *cn, Key: kt, Days: *days, Intermediate: *inter, Force: *force})
@@ -115,10 +115,10 @@ possession with 'trackerctl pki verify-cert'.`)
 	}
 	w := env.Stdout
 	fmt.Fprintf(w, "created CA in %s\n", ca.Dir)
-	printCALine(w, "root", filepath.Join(ca.Dir, pki.RootCertFile), ca.Root)
+	pkiPrintCALine(w, "root", filepath.Join(ca.Dir, pki.RootCertFile), ca.Root)
 	upload := pki.RootCertFile
 	if ca.HasIntermediate() {
-		printCALine(w, "intermediate", filepath.Join(ca.Dir, pki.IntermediateCertFile), ca.Issuer)
+		pkiPrintCALine(w, "intermediate", filepath.Join(ca.Dir, pki.IntermediateCertFile), ca.Issuer)
 		fmt.Fprintf(w, "device certificates will be signed by the intermediate; %s can be kept offline\n", pki.RootKeyFile)
 	}
 	fmt.Fprintf(w, "next: upload %s to DPS, then run 'trackerctl pki verify-cert --ca %s --code CODE' with the code Azure shows\n",
@@ -127,15 +127,15 @@ possession with 'trackerctl pki verify-cert'.`)
 	return nil
 }
 
-func printCALine(w io.Writer, what, path string, c *x509.Certificate) {
+func pkiPrintCALine(w io.Writer, what, path string, c *x509.Certificate) {
 	s1, _ := pki.Thumbprints(c)
 	fmt.Fprintf(w, "  %-12s %s  CN=%s, %s, valid until %s, SHA-1 %s\n",
 		what, path, c.Subject.CommonName, pki.KeyTypeOf(c.PublicKey), c.NotAfter.UTC().Format(time.DateOnly), s1)
 }
 
-// loadCA loads the CA in dir for signing and refuses keys that others can
+// pkiLoadCA loads the CA in dir for signing and refuses keys that others can
 // read.
-func loadCA(dir string) (*pki.CA, error) {
+func pkiLoadCA(dir string) (*pki.CA, error) {
 	ca, err := pki.LoadCA(dir)
 	if err != nil {
 		return nil, pkiError(err, dir)
@@ -177,7 +177,7 @@ intermediate). Upload the result to complete the verification. Without
 	if level != pki.LevelRoot && level != pki.LevelIntermediate {
 		return cmdline.Usagef("-which %q: use root or intermediate", *which)
 	}
-	ca, err := loadCA(*caDir)
+	ca, err := pkiLoadCA(*caDir)
 	if err != nil {
 		return err
 	}
@@ -262,11 +262,11 @@ without --force.`)
 			}
 		}
 	}
-	kt, err := keyTypeFlag(*key)
+	kt, err := pkiKeyTypeFlag(*key)
 	if err != nil {
 		return err
 	}
-	if err := positiveDays(*days); err != nil {
+	if err := pkiPositiveDays(*days); err != nil {
 		return err
 	}
 	opts := pki.DeviceOptions{Days: *days, Key: kt}
@@ -274,28 +274,28 @@ without --force.`)
 		if err := pki.ValidateRegistrationID(*id); err != nil {
 			return pkiError(err, *caDir)
 		}
-		ca, err := loadCA(*caDir)
+		ca, err := pkiLoadCA(*caDir)
 		if err != nil {
 			return err
 		}
-		return issueOne(env, ca, *id, *out, opts, *force)
+		return pkiIssueOne(env, ca, *id, *out, opts, *force)
 	}
-	ids := bulkIDs(*prefix, *start, *count, *width)
+	ids := pkiBulkIDs(*prefix, *start, *count, *width)
 	for _, x := range ids {
 		if err := pki.ValidateRegistrationID(x); err != nil {
 			return pkiError(err, *caDir)
 		}
 	}
-	ca, err := loadCA(*caDir)
+	ca, err := pkiLoadCA(*caDir)
 	if err != nil {
 		return err
 	}
-	return issueBulk(ctx, env, ca, ids, *out, opts, *force, *workers)
+	return pkiIssueBulk(ctx, env, ca, ids, *out, opts, *force, *workers)
 }
 
-// bulkIDs returns count registration ids prefix + number, numbers from
+// pkiBulkIDs returns count registration ids prefix + number, numbers from
 // start, zero-padded to width digits.
-func bulkIDs(prefix string, start, count, width int) []string {
+func pkiBulkIDs(prefix string, start, count, width int) []string {
 	ids := make([]string, count)
 	for i := range ids {
 		ids[i] = fmt.Sprintf("%s%0*d", prefix, width, start+i)
@@ -303,7 +303,7 @@ func bulkIDs(prefix string, start, count, width int) []string {
 	return ids
 }
 
-func issueOne(env *cmdline.Env, ca *pki.CA, id, out string, opts pki.DeviceOptions, force bool) error {
+func pkiIssueOne(env *cmdline.Env, ca *pki.CA, id, out string, opts pki.DeviceOptions, force bool) error {
 	d, err := ca.IssueDevice(id, opts)
 	if err != nil {
 		return pkiError(err, ca.Dir)
@@ -323,9 +323,9 @@ func issueOne(env *cmdline.Env, ca *pki.CA, id, out string, opts pki.DeviceOptio
 	return nil
 }
 
-// checkBulkTargets refuses, before anything is issued, to replace device
+// pkiCheckBulkTargets refuses, before anything is issued, to replace device
 // files, and says how many devices are affected.
-func checkBulkTargets(out string, ids []string) error {
+func pkiCheckBulkTargets(out string, ids []string) error {
 	var first string
 	n := 0
 	for _, id := range ids {
@@ -349,15 +349,15 @@ func checkBulkTargets(out string, ids []string) error {
 	return nil
 }
 
-func issueBulk(ctx context.Context, env *cmdline.Env, ca *pki.CA, ids []string, out string, opts pki.DeviceOptions, force bool, workers int) error {
+func pkiIssueBulk(ctx context.Context, env *cmdline.Env, ca *pki.CA, ids []string, out string, opts pki.DeviceOptions, force bool, workers int) error {
 	if !force {
-		if err := checkBulkTargets(out, ids); err != nil {
+		if err := pkiCheckBulkTargets(out, ids); err != nil {
 			return err
 		}
 	}
 	began := time.Now()
 	opts.Now = began
-	bar := newProgress(env.Stderr, env.Terminal, len(ids))
+	bar := newPKIProgress(env.Stderr, env.Terminal, len(ids))
 	var notAfter time.Time
 	var once sync.Once
 	err := ca.IssueMany(ctx, ids, opts, workers, func(d *pki.Device) error {
@@ -378,9 +378,9 @@ func issueBulk(ctx context.Context, env *cmdline.Env, ca *pki.CA, ids []string, 
 	return nil
 }
 
-// progress draws a progress bar on a terminal; it is safe for concurrent
+// pkiProgress draws a pkiProgress bar on a terminal; it is safe for concurrent
 // use.
-type progress struct {
+type pkiProgress struct {
 	w     io.Writer
 	on    bool
 	total int
@@ -390,15 +390,15 @@ type progress struct {
 	drawn int // percentage last drawn, -1 for none
 }
 
-func newProgress(w io.Writer, terminal bool, total int) *progress {
-	p := &progress{w: w, on: terminal, total: total, drawn: -1}
+func newPKIProgress(w io.Writer, terminal bool, total int) *pkiProgress {
+	p := &pkiProgress{w: w, on: terminal, total: total, drawn: -1}
 	if p.on {
 		p.draw()
 	}
 	return p
 }
 
-func (p *progress) add() {
+func (p *pkiProgress) add() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.done++
@@ -408,7 +408,7 @@ func (p *progress) add() {
 }
 
 // draw writes the bar; p.mu is held or p not shared yet.
-func (p *progress) draw() {
+func (p *pkiProgress) draw() {
 	const width = 30
 	pct := p.done * 100 / p.total
 	fill := p.done * width / p.total
@@ -417,7 +417,7 @@ func (p *progress) draw() {
 }
 
 // finish ends the bar's line and returns how many items were done.
-func (p *progress) finish() int {
+func (p *pkiProgress) finish() int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.on {
@@ -434,14 +434,14 @@ issuer, serial, validity, key, CA constraints, usages, SANs and the SHA-1
 and SHA-256 thumbprints Azure shows. With --ca, also check that the first
 certificate chains to that CA; the exit status is 1 if it does not.`)
 	caDir := fs.String("ca", "", "check the chain against the CA in `directory`")
-	pos, err := parseInterspersed(env, fs, args)
+	pos, err := pkiParseInterspersed(env, fs, args)
 	if err != nil {
 		return err
 	}
 	if len(pos) != 1 {
 		return cmdline.Usagef("want exactly one FILE or DIR, got %d", len(pos))
 	}
-	path, err := showPath(pos[0])
+	path, err := pkiShowPath(pos[0])
 	if err != nil {
 		return err
 	}
@@ -459,7 +459,7 @@ certificate chains to that CA; the exit status is 1 if it does not.`)
 		if len(certs) > 1 {
 			fmt.Fprintf(w, "certificate %d of %d\n", i+1, len(certs))
 		}
-		describeCert(w, c, now)
+		pkiDescribeCert(w, c, now)
 	}
 	if *caDir == "" {
 		return nil
@@ -479,20 +479,20 @@ certificate chains to that CA; the exit status is 1 if it does not.`)
 	switch leaf := certs[0]; {
 	case leaf.IsCA || len(leaf.ExtKeyUsage) == 0:
 		usage = x509.ExtKeyUsageAny
-	case hasUsage(leaf, x509.ExtKeyUsageServerAuth) && !hasUsage(leaf, x509.ExtKeyUsageClientAuth):
+	case pkiHasUsage(leaf, x509.ExtKeyUsageServerAuth) && !pkiHasUsage(leaf, x509.ExtKeyUsageClientAuth):
 		usage = x509.ExtKeyUsageServerAuth
 	}
 	if err := pki.VerifyFor(chain, roots, now, usage); err != nil {
 		fmt.Fprintf(w, "chain check against %s: FAILED: %s\n", *caDir, strings.TrimPrefix(err.Error(), "pki: "))
 		return &cmdline.ExitError{Code: 1}
 	}
-	fmt.Fprintf(w, "chain check against %s: ok (%s, usage %s)\n", *caDir, chainNames(certs[0], chain, roots), pki.ExtKeyUsageName(usage))
+	fmt.Fprintf(w, "chain check against %s: ok (%s, usage %s)\n", *caDir, pkiChainNames(certs[0], chain, roots), pki.ExtKeyUsageName(usage))
 	return nil
 }
 
-// parseInterspersed parses flags that may come before or after positional
+// pkiParseInterspersed parses flags that may come before or after positional
 // arguments ("show FILE --ca DIR") and returns the positional ones.
-func parseInterspersed(env *cmdline.Env, fs *flag.FlagSet, args []string) ([]string, error) {
+func pkiParseInterspersed(env *cmdline.Env, fs *flag.FlagSet, args []string) ([]string, error) {
 	var pos []string
 	for {
 		if err := cmdline.Parse(env, fs, args); err != nil {
@@ -507,8 +507,8 @@ func parseInterspersed(env *cmdline.Env, fs *flag.FlagSet, args []string) ([]str
 	}
 }
 
-// showPath resolves the files "pki show" reads for path.
-func showPath(path string) ([]string, error) {
+// pkiShowPath resolves the files "pki show" reads for path.
+func pkiShowPath(path string) ([]string, error) {
 	fi, err := os.Stat(path)
 	if err != nil {
 		return nil, fmt.Errorf("show: %w", err)
@@ -532,7 +532,7 @@ func showPath(path string) ([]string, error) {
 	return nil, fmt.Errorf("%s holds neither %s, %s nor %s", path, pki.DeviceChainFile, pki.DeviceCertFile, pki.RootCertFile)
 }
 
-func hasUsage(c *x509.Certificate, u x509.ExtKeyUsage) bool {
+func pkiHasUsage(c *x509.Certificate, u x509.ExtKeyUsage) bool {
 	for _, x := range c.ExtKeyUsage {
 		if x == u {
 			return true
@@ -541,9 +541,9 @@ func hasUsage(c *x509.Certificate, u x509.ExtKeyUsage) bool {
 	return false
 }
 
-// chainNames describes the path from leaf to a root, following issuers by
+// pkiChainNames describes the path from leaf to a root, following issuers by
 // signature.
-func chainNames(leaf *x509.Certificate, chain, roots []*x509.Certificate) string {
+func pkiChainNames(leaf *x509.Certificate, chain, roots []*x509.Certificate) string {
 	names := []string{"CN=" + leaf.Subject.CommonName}
 	cur := leaf
 	for range len(chain) + len(roots) {
@@ -563,17 +563,17 @@ func chainNames(leaf *x509.Certificate, chain, roots []*x509.Certificate) string
 	return strings.Join(names, " <- ")
 }
 
-// describeCert prints the fields an operator checks.
-func describeCert(w io.Writer, c *x509.Certificate, now time.Time) {
+// pkiDescribeCert prints the fields an operator checks.
+func pkiDescribeCert(w io.Writer, c *x509.Certificate, now time.Time) {
 	s1, s256 := pki.Thumbprints(c)
 	status := "valid"
 	switch {
 	case now.Before(c.NotBefore):
-		status = fmt.Sprintf("not yet valid (starts in %s)", roughDuration(c.NotBefore.Sub(now)))
+		status = fmt.Sprintf("not yet valid (starts in %s)", pkiRoughDuration(c.NotBefore.Sub(now)))
 	case now.After(c.NotAfter):
-		status = fmt.Sprintf("EXPIRED %s ago", roughDuration(now.Sub(c.NotAfter)))
+		status = fmt.Sprintf("EXPIRED %s ago", pkiRoughDuration(now.Sub(c.NotAfter)))
 	default:
-		status = fmt.Sprintf("valid, %s left", roughDuration(c.NotAfter.Sub(now)))
+		status = fmt.Sprintf("valid, %s left", pkiRoughDuration(c.NotAfter.Sub(now)))
 	}
 	ca := "no"
 	if c.IsCA {
@@ -594,7 +594,7 @@ func describeCert(w io.Writer, c *x509.Certificate, now time.Time) {
 	row("Status", status)
 	row("Key", pki.KeyTypeOf(c.PublicKey))
 	row("CA", ca)
-	row("Key usage", keyUsageNames(c.KeyUsage))
+	row("Key usage", pkiKeyUsageNames(c.KeyUsage))
 	var ekus []string
 	for _, u := range c.ExtKeyUsage {
 		ekus = append(ekus, pki.ExtKeyUsageName(u))
@@ -617,7 +617,7 @@ func describeCert(w io.Writer, c *x509.Certificate, now time.Time) {
 	row("SHA-256", s256)
 }
 
-func keyUsageNames(ku x509.KeyUsage) string {
+func pkiKeyUsageNames(ku x509.KeyUsage) string {
 	names := []string{"digitalSignature", "contentCommitment", "keyEncipherment", "dataEncipherment",
 		"keyAgreement", "keyCertSign", "cRLSign", "encipherOnly", "decipherOnly"}
 	var out []string
@@ -632,9 +632,9 @@ func keyUsageNames(ku x509.KeyUsage) string {
 	return strings.Join(out, ", ")
 }
 
-// roughDuration prints a duration in days, or hours and minutes under a
+// pkiRoughDuration prints a duration in days, or hours and minutes under a
 // day.
-func roughDuration(d time.Duration) string {
+func pkiRoughDuration(d time.Duration) string {
 	if d >= 48*time.Hour {
 		return fmt.Sprintf("%d days", int(d.Hours()/24))
 	}
