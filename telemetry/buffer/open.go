@@ -174,6 +174,7 @@ func (b *Buffer) open() (*Recovery, error) {
 	// Where numbering resumes: above everything this file or the
 	// high-water file says may have been handed out.
 	next := max(uint64(1), o.maxKey+1)
+	var gaps []telemetry.Gap
 	switch {
 	case !fresh && o.stateErr == nil:
 		next = max(next, o.st.Last+1, o.st.Reserved)
@@ -181,7 +182,7 @@ func (b *Buffer) open() (*Recovery, error) {
 			rec.Unclean = true
 			if o.st.Batch && o.st.Reserved > o.st.Last+1 {
 				rec.MaybeLostFirst, rec.MaybeLostLast = o.st.Last+1, o.st.Reserved-1
-				b.queueGapLocked(telemetry.Gap{FirstSeq: o.st.Last + 1, LastSeq: o.st.Reserved - 1, Reason: GapUncleanShutdown})
+				gaps = append(gaps, telemetry.Gap{FirstSeq: o.st.Last + 1, LastSeq: o.st.Reserved - 1, Reason: GapUncleanShutdown})
 			}
 		}
 	default:
@@ -213,16 +214,18 @@ func (b *Buffer) open() (*Recovery, error) {
 		// salvaged is gone; how much is unknown.
 		rec.MaybeLostFirst, rec.MaybeLostLast = 1, next-1
 		if next > 1 {
-			b.queueGapLocked(telemetry.Gap{FirstSeq: 1, LastSeq: next - 1, Reason: GapCorruptFile})
+			gaps = append(gaps, telemetry.Gap{FirstSeq: 1, LastSeq: next - 1, Reason: GapCorruptFile})
 		}
 	case rec.Missing && next > 1:
 		rec.MaybeLostFirst, rec.MaybeLostLast = 1, next-1
-		b.queueGapLocked(telemetry.Gap{FirstSeq: 1, LastSeq: next - 1, Reason: GapMissingFile})
+		gaps = append(gaps, telemetry.Gap{FirstSeq: 1, LastSeq: next - 1, Reason: GapMissingFile})
 	}
 	if len(o.bad) > 0 {
 		rec.CorruptRecords = len(o.bad)
 		rec.Damage = errors.Join(rec.Damage, fmt.Errorf("buffer: %d records failed their checksum", len(o.bad)))
-		g := telemetry.Gap{FirstSeq: o.bad[0], LastSeq: o.bad[len(o.bad)-1], Count: uint64(len(o.bad)), Reason: GapCorruptRecords}
+		gaps = append(gaps, telemetry.Gap{FirstSeq: o.bad[0], LastSeq: o.bad[len(o.bad)-1], Count: uint64(len(o.bad)), Reason: GapCorruptRecords})
+	}
+	for _, g := range gaps {
 		b.queueGapLocked(g)
 	}
 	// Salvaged records go in with their own seqs, ahead of the events.

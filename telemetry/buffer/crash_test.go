@@ -1,0 +1,3 @@
+package buffer
+
+const helperEnv = "BUFFER_TEST_HELPER"
