@@ -133,15 +133,15 @@ func ParseKeyPEM(data []byte) (crypto.Signer, error) {
 			k   any
 			err error
 		)
+		if _, enc := b.Headers["DEK-Info"]; enc && strings.HasSuffix(b.Type, "PRIVATE KEY") {
+			return nil, errorf("%w: the key is encrypted; decrypt it first with 'openssl pkey -in KEY -out KEY.plain'", ErrNoKey)
+		}
 		switch b.Type {
 		case "PRIVATE KEY":
 			k, err = x509.ParsePKCS8PrivateKey(b.Bytes)
 		case "EC PRIVATE KEY":
 			k, err = x509.ParseECPrivateKey(b.Bytes)
 		case "RSA PRIVATE KEY":
-			if _, enc := b.Headers["DEK-Info"]; enc {
-				return nil, errorf("%w: the key is encrypted; decrypt it first with 'openssl pkey -in KEY -out KEY.plain'", ErrNoKey)
-			}
 			k, err = x509.ParsePKCS1PrivateKey(b.Bytes)
 		case "ENCRYPTED PRIVATE KEY":
 			return nil, errorf("%w: the key is encrypted; decrypt it first with 'openssl pkey -in KEY -out KEY.plain'", ErrNoKey)
