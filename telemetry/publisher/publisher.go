@@ -67,9 +67,9 @@ var ErrNotSent = errors.New("publisher: message not sent")
 // Options configures a Publisher.
 type Options struct {
 	DeviceID        string
-	MaxRecords      int           // records per backlog message
-	MaxMessageBytes int           // body size cap
-	DrainRate       float64       // backlog messages per second; 0 = unlimited
+	MaxRecords      int     // records per backlog message
+	MaxMessageBytes int     // body size cap
+	DrainRate       float64 // backlog messages per second; 0 = unlimited
 	Retime          func(r *telemetry.Record)
 	Now             func() time.Time
 	Logger          *slog.Logger

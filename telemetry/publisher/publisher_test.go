@@ -55,7 +55,7 @@ func (s *memStore) Ack(seqs ...uint64) error {
 	return nil
 }
 
-func (s *memStore) Depth() int { s.mu.Lock(); defer s.mu.Unlock(); return len(s.recs) }
+func (s *memStore) Depth() int  { s.mu.Lock(); defer s.mu.Unlock(); return len(s.recs) }
 func (s *memStore) Sync() error { return nil }
 
 // scriptSender fails according to a script, then succeeds, recording every
