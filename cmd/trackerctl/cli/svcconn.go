@@ -1,0 +1,192 @@
+package cli
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/coldchain/tracker/agent/cmdline"
+	"github.com/coldchain/tracker/provisioning/pki"
+	"github.com/coldchain/tracker/provisioning/service"
+)
+
+// Environment variables holding the service connection strings.
+const (
+	envDPSConnectionString = "DPS_CONNECTION_STRING"
+	envHubConnectionString = "IOTHUB_CONNECTION_STRING"
+)
+
+// svcEmulatorFile is the file `trackerctl emulator --state DIR` writes.
+const svcEmulatorFile = "emulator.json"
+
+// serviceFlags are the flags that say where the DPS and IoT Hub service
+// APIs are and how to authenticate: connection strings from flags or the
+// environment, or a local emulator's state directory.
+type serviceFlags struct {
+	dps, hub, emulator string
+}
+
+func addServiceFlags(fs *flag.FlagSet, dps, hub bool) *serviceFlags {
+	sf := &serviceFlags{}
+	if dps {
+		fs.StringVar(&sf.dps, "dps-connection-string", "", "DPS service `connection string` (default $"+envDPSConnectionString+")")
+	}
+	if hub {
+		fs.StringVar(&sf.hub, "hub-connection-string", "", "IoT Hub service `connection string` (default $"+envHubConnectionString+")")
+	}
+	fs.StringVar(&sf.emulator, "emulator", "", "use the local emulator whose state `directory` holds "+svcEmulatorFile)
+	return sf
+}
+
+// svcEmulatorInfo is what these commands need of emulator.json.
+type svcEmulatorInfo struct {
+	HTTPSURL            string `json:"httpsUrl"`
+	DPSConnectionString string `json:"dpsConnectionString"`
+	HubConnectionString string `json:"hubConnectionString"`
+	ServerCAFile        string `json:"serverCaFile"`
+	HubHost             string `json:"hubHost"`
+}
+
+// readSvcEmulatorInfo reads dir/emulator.json.
+func readSvcEmulatorInfo(dir string) (*svcEmulatorInfo, error) {
+	path := filepath.Join(dir, svcEmulatorFile)
+	data, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("no %s in %s: start the emulator with 'trackerctl emulator --state %s' first", svcEmulatorFile, dir, dir)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read emulator info: %w", err)
+	}
+	var info svcEmulatorInfo
+	if err := json.Unmarshal(data, &info); err != nil {
+		return nil, fmt.Errorf("read %s: %w", path, err)
+	}
+	if info.HTTPSURL == "" || info.ServerCAFile == "" {
+		return nil, fmt.Errorf("%s lacks httpsUrl or serverCaFile; restart the emulator to rewrite it", path)
+	}
+	if !filepath.IsAbs(info.ServerCAFile) {
+		info.ServerCAFile = filepath.Join(dir, info.ServerCAFile)
+	}
+	return &info, nil
+}
+
+// svcEmulatorClient returns an HTTP client trusting only the emulator's CA.
+func svcEmulatorClient(caFile string) (*http.Client, error) {
+	certs, err := pki.ReadCertsFile(caFile)
+	if err != nil {
+		return nil, fmt.Errorf("emulator CA: %w", err)
+	}
+	pool := x509.NewCertPool()
+	for _, c := range certs {
+		pool.AddCert(c)
+	}
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+	return &http.Client{Transport: tr}, nil
+}
+
+// svcClients are the resolved clients of one command.
+type svcClients struct {
+	dps *service.DPSClient
+	hub *service.HubClient
+	// hubHost is the host name devices are assigned to by default: the
+	// emulator's hub, or the hub connection string's host.
+	hubHost string
+	// dpsSource and hubSource say where each connection string came from,
+	// for error messages.
+	dpsSource, hubSource string
+}
+
+// connect builds the clients a command needs (DPS, hub or both).
+func (sf *serviceFlags) connect(env *cmdline.Env, needDPS, needHub bool) (*svcClients, error) {
+	s := &svcClients{}
+	var opts service.Options
+	dpsCS, hubCS := sf.dps, sf.hub
+	s.dpsSource, s.hubSource = "--dps-connection-string", "--hub-connection-string"
+	if sf.emulator != "" {
+		info, err := readSvcEmulatorInfo(sf.emulator)
+		if err != nil {
+			return nil, err
+		}
+		hc, err := svcEmulatorClient(info.ServerCAFile)
+		if err != nil {
+			return nil, err
+		}
+		opts = service.Options{HTTPClient: hc, BaseURL: info.HTTPSURL}
+		if dpsCS == "" {
+			dpsCS, s.dpsSource = info.DPSConnectionString, "the emulator's "+svcEmulatorFile
+		}
+		if hubCS == "" {
+			hubCS, s.hubSource = info.HubConnectionString, "the emulator's "+svcEmulatorFile
+		}
+		s.hubHost = info.HubHost
+	}
+	if dpsCS == "" {
+		dpsCS, s.dpsSource = env.Env(envDPSConnectionString), "$"+envDPSConnectionString
+	}
+	if hubCS == "" {
+		hubCS, s.hubSource = env.Env(envHubConnectionString), "$"+envHubConnectionString
+	}
+	if needDPS {
+		if dpsCS == "" {
+			return nil, errors.New("no DPS connection string: pass --dps-connection-string, set " + envDPSConnectionString + ", or use --emulator DIR")
+		}
+		cs, err := service.ParseConnectionString(dpsCS)
+		if err != nil {
+			return nil, fmt.Errorf("DPS connection string from %s: %w", s.dpsSource, err)
+		}
+		if s.dps, err = service.NewDPS(cs, opts); err != nil {
+			return nil, err
+		}
+	}
+	if needHub || hubCS != "" {
+		if hubCS == "" {
+			return nil, errors.New("no IoT Hub connection string: pass --hub-connection-string, set " + envHubConnectionString + ", or use --emulator DIR")
+		}
+		cs, err := service.ParseConnectionString(hubCS)
+		if err != nil {
+			return nil, fmt.Errorf("IoT Hub connection string from %s: %w", s.hubSource, err)
+		}
+		if s.hub, err = service.NewHub(cs, opts); err != nil {
+			return nil, err
+		}
+		if s.hubHost == "" {
+			s.hubHost = cs.HostName
+		}
+	}
+	return s, nil
+}
+
+// dpsErr turns a DPS error into an operator's message.
+func (s *svcClients) dpsErr(err error) error { return svcExplain(err, "DPS", s.dpsSource) }
+
+// hubErr turns an IoT Hub error into an operator's message.
+func (s *svcClients) hubErr(err error) error { return svcExplain(err, "IoT Hub", s.hubSource) }
+
+func svcExplain(err error, what, source string) error {
+	var apiErr *service.APIError
+	switch {
+	case err == nil:
+		return nil
+	case service.IsUnauthorized(err):
+		return fmt.Errorf("%s refused the request: the connection string's key was refused (check %s; the policy needs write access): %w", what, source, err)
+	case errors.As(err, &apiErr) && apiErr.Status == http.StatusTooManyRequests:
+		return fmt.Errorf("%s is throttling requests; wait a minute and rerun: %w", what, err)
+	case errors.Is(err, context.DeadlineExceeded):
+		return fmt.Errorf("%s did not answer in time: %w", what, err)
+	}
+	return err
+}
+
+// svcTimeout bounds a single-object command.
+func svcTimeout(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, 2*time.Minute)
+}
