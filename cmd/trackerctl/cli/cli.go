@@ -24,6 +24,8 @@ func Commands() []cmdline.Command {
 	return []cmdline.Command{
 		{Name: "version", Summary: "print version, commit and Go version", Run: cmdVersion},
 		{Name: "pki", Summary: pkiSummary, Run: cmdPKI},
+		{Name: "group", Summary: "DPS enrollment groups: create, show, list, delete, deprovision", Run: cmdGroup},
+		{Name: "device", Summary: "devices: list, show, disenroll, reenroll, deregister, deprovision", Run: cmdDevice},
 	}
 }
 
