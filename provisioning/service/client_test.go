@@ -31,8 +31,8 @@ type recorder struct {
 
 type recorded struct {
 	Method, Path, RawPath, Query string
-	Header                      http.Header
-	Body                        string
+	Header                       http.Header
+	Body                         string
 }
 
 func newRecorder(t *testing.T, handle func(w http.ResponseWriter, r *http.Request, body []byte)) (*recorder, ConnectionString) {
