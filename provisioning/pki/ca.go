@@ -173,7 +173,8 @@ func InitCA(dir string, opts CAOptions) (*CA, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := makePrivateDir(dir); err != nil {
+	created, err := makePrivateDir(dir)
+	if err != nil {
 		return nil, errorf("pki: init CA in %s: %w", dir, err)
 	}
 	replace := opts.Force
@@ -194,6 +195,9 @@ func InitCA(dir string, opts CAOptions) (*CA, error) {
 			return nil, err
 		}
 	}
+	if err := syncNewDir(dir, created); err != nil {
+		return nil, errorf("pki: init CA: %w", err)
+	}
 	ca.Dir = dir
 	return ca, nil
 }
@@ -203,10 +207,10 @@ func writeCertAndKey(dir, certName, keyName string, cert *x509.Certificate, key 
 	if err != nil {
 		return err
 	}
-	if err := writeFile(filepath.Join(dir, keyName), keyPEM, 0o600, replace); err != nil {
+	if err := writeFileNoDirSync(filepath.Join(dir, keyName), keyPEM, 0o600, replace); err != nil {
 		return errorf("pki: init CA: %w", err)
 	}
-	if err := writeFile(filepath.Join(dir, certName), EncodePEM(cert), 0o644, replace); err != nil {
+	if err := writeFileNoDirSync(filepath.Join(dir, certName), EncodePEM(cert), 0o644, replace); err != nil {
 		return errorf("pki: init CA: %w", err)
 	}
 	return nil

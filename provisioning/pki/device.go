@@ -320,7 +320,8 @@ func WriteDevice(dir string, d *Device, force bool) (devDir string, err error) {
 	if len(chain) == 0 {
 		chain = []*x509.Certificate{d.Leaf}
 	}
-	if err := makePrivateDir(devDir); err != nil {
+	created, err := makePrivateDir(devDir)
+	if err != nil {
 		return "", errorf("pki: write device %s: %w", d.ID, err)
 	}
 	for _, f := range []struct {
@@ -332,9 +333,12 @@ func WriteDevice(dir string, d *Device, force bool) (devDir string, err error) {
 		{certPath, EncodePEM(d.Leaf), 0o644},
 		{chainPath, EncodePEM(chain...), 0o644},
 	} {
-		if err := writeFile(f.path, f.data, f.perm, force); err != nil {
+		if err := writeFileNoDirSync(f.path, f.data, f.perm, force); err != nil {
 			return "", errorf("pki: write device %s: %w", d.ID, err)
 		}
+	}
+	if err := syncNewDir(devDir, created); err != nil {
+		return "", errorf("pki: write device %s: %w", d.ID, err)
 	}
 	return devDir, nil
 }

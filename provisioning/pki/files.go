@@ -25,7 +25,16 @@ func CreateFileAtomic(path string, data []byte, perm os.FileMode) error {
 // writeFile is WriteFileAtomic that, when replace is false, refuses to
 // replace an existing path with an *ExistsError. The refusal is atomic too:
 // the temporary file is hard-linked to path, which fails if path exists.
-func writeFile(path string, data []byte, perm os.FileMode, replace bool) (err error) {
+func writeFile(path string, data []byte, perm os.FileMode, replace bool) error {
+	if err := writeFileNoDirSync(path, data, perm, replace); err != nil {
+		return err
+	}
+	return syncDir(filepath.Dir(path))
+}
+
+// writeFileNoDirSync is writeFile without the fsync of the directory, for
+// callers that write several files into one directory and sync it once.
+func writeFileNoDirSync(path string, data []byte, perm os.FileMode, replace bool) (err error) {
 	dir := filepath.Dir(path)
 	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp*")
 	if err != nil {
@@ -64,7 +73,7 @@ func writeFile(path string, data []byte, perm os.FileMode, replace bool) (err er
 		}
 		return errorf("pki: write %s: %w", path, err)
 	}
-	return syncDir(dir)
+	return nil
 }
 
 // syncDir fsyncs a directory so that a rename or link in it is durable.
@@ -85,13 +94,30 @@ func syncDir(dir string) error {
 }
 
 // makePrivateDir creates dir (and missing parents) and makes dir itself
-// mode 0700.
-func makePrivateDir(dir string) error {
+// mode 0700. It reports whether dir was created, in which case the caller
+// syncs the parent (with syncNewDir) once the directory's content is
+// durable.
+func makePrivateDir(dir string) (created bool, err error) {
+	if _, err := os.Stat(dir); isNotExist(err) {
+		created = true
+	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return errorf("pki: create directory: %w", err)
+		return false, errorf("pki: create directory: %w", err)
 	}
 	if err := os.Chmod(dir, 0o700); err != nil {
-		return errorf("pki: create directory: %w", err)
+		return false, errorf("pki: create directory: %w", err)
+	}
+	return created, nil
+}
+
+// syncNewDir fsyncs dir, and its parent when dir was just created, so that
+// the files written into dir and dir's own entry are durable.
+func syncNewDir(dir string, created bool) error {
+	if err := syncDir(dir); err != nil {
+		return err
+	}
+	if created {
+		return syncDir(filepath.Dir(dir))
 	}
 	return nil
 }

@@ -63,8 +63,8 @@ func TestCreateFileAtomic(t *testing.T) {
 
 func TestMakePrivateDir(t *testing.T) {
 	dir := join(t.TempDir(), "a", "b")
-	if err := makePrivateDir(dir); err != nil {
-		t.Fatal(err)
+	if created, err := makePrivateDir(dir); err != nil || !created {
+		t.Fatalf("makePrivateDir(new) = %v, %v; want created", created, err)
 	}
 	if m := perm(t, dir); m != 0o700 {
 		t.Errorf("mode = %04o, want 0700", m)
@@ -72,8 +72,8 @@ func TestMakePrivateDir(t *testing.T) {
 	if err := os.Chmod(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	if err := makePrivateDir(dir); err != nil {
-		t.Fatal(err)
+	if created, err := makePrivateDir(dir); err != nil || created {
+		t.Fatalf("makePrivateDir(existing) = %v, %v; want not created", created, err)
 	}
 	if m := perm(t, dir); m != 0o700 {
 		t.Errorf("mode of an existing 0755 directory = %04o, want 0700", m)
