@@ -52,6 +52,7 @@ type ExistsError struct {
 	Path string
 }
 
+// Error names the file and says that force replaces it.
 func (e *ExistsError) Error() string {
 	return fmt.Sprintf("pki: %s exists; replace it only with force", e.Path)
 }
