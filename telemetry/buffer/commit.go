@@ -47,6 +47,9 @@ const (
 	// eventMargin bounds the events one commit can add, so their seqs stay
 	// below the high-water file's floor.
 	eventMargin = 16
+	// mergeGapsAt is how many undelivered eviction gap events may exist
+	// before they are folded into one per reason.
+	mergeGapsAt = 16
 )
 
 func seqOf(k []byte) uint64 { return binary.BigEndian.Uint64(k) }
@@ -403,6 +406,12 @@ func (b *Buffer) evict(rb *bolt.Bucket, res *txResult, target int64) error {
 	}
 	res.thinned += thin.count
 	res.dropped += drop.count
+	if thin.count == 0 && drop.count == 0 {
+		return nil
+	}
+	if err := b.foldGaps(rb, res, &thin, &drop); err != nil {
+		return err
+	}
 	for _, g := range []struct {
 		acc    gapAcc
 		reason string
@@ -413,6 +422,54 @@ func (b *Buffer) evict(rb *bolt.Bucket, res *txResult, target int64) error {
 		if err := b.putGap(rb, res, telemetry.Gap{FirstSeq: g.acc.first, LastSeq: g.acc.last, Count: uint64(g.acc.count), Reason: g.reason}); err != nil {
 			return err
 		}
+	}
+	return nil
+}
+
+// foldGaps keeps eviction gap events from piling up: a long time offline
+// against a small cap evicts again and again, and events are never
+// evicted. Once mergeGapsAt undelivered thinned/dropped events exist, they
+// are deleted and their ranges and counts folded into the events this
+// eviction writes. Nothing is lost but resolution of the report: a
+// consumer that already received a folded event sees an overlapping
+// range again.
+func (b *Buffer) foldGaps(rb *bolt.Bucket, res *txResult, thin, drop *gapAcc) error {
+	type found struct {
+		seq uint64
+		fp  int64
+		gap telemetry.Gap
+	}
+	var evs []found
+	for s := range b.v.urgent {
+		v := rb.Get(seqKey(s))
+		if v == nil || peekClass(v) != Event {
+			continue
+		}
+		e, err := decodeEntry(seqKey(s), v)
+		if err != nil {
+			continue
+		}
+		r, err := telemetry.UnmarshalRecord(e.Data)
+		if err != nil || r.Kind != telemetry.KindGap || r.Gap == nil || (r.Gap.Reason != GapThinned && r.Gap.Reason != GapDropped) {
+			continue
+		}
+		evs = append(evs, found{s, footprint(len(v)), *r.Gap})
+	}
+	if len(evs) < mergeGapsAt {
+		return nil
+	}
+	for _, f := range evs {
+		acc := thin
+		if f.gap.Reason == GapDropped {
+			acc = drop
+		}
+		acc.addRange(f.gap.FirstSeq, f.gap.LastSeq, int(f.gap.Count))
+		if err := rb.Delete(seqKey(f.seq)); err != nil {
+			return fmt.Errorf("buffer: fold gap event %d: %w", f.seq, err)
+		}
+		res.live -= f.fp
+		res.depth--
+		res.urgentDel = append(res.urgentDel, f.seq)
 	}
 	return nil
 }
@@ -442,12 +499,14 @@ type gapAcc struct {
 	count       int
 }
 
-func (g *gapAcc) add(s uint64) {
-	if g.count == 0 || s < g.first {
-		g.first = s
+func (g *gapAcc) add(s uint64) { g.addRange(s, s, 1) }
+
+func (g *gapAcc) addRange(first, last uint64, n int) {
+	if g.count == 0 || first < g.first {
+		g.first = first
 	}
-	g.last = max(g.last, s)
-	g.count++
+	g.last = max(g.last, last)
+	g.count += n
 }
 
 func deleteKeys(rb *bolt.Bucket, keys [][]byte) error {

@@ -76,7 +76,11 @@
 // Each kind of removal in a commit is reported by one gap event (class
 // Event, a telemetry.Record of kind "gap" with the first and last seq and
 // the exact count) so the cloud learns what is missing and why. The
-// reasons are the Gap* constants.
+// reasons are the Gap* constants. Events are never evicted, so a long time
+// offline against a small cap would fill it with gap events; once 16
+// undelivered thinned/dropped events exist, the next eviction folds them
+// (ranges and counts) into the one it writes. A consumer that had already
+// received a folded event sees its range again inside a wider one.
 //
 // If bbolt reports its MaxSize reached (or the disk reports ENOSPC), the
 // commit is retried once after a transaction that only deletes
