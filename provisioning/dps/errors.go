@@ -143,6 +143,12 @@ func (e *FailedError) disabled() bool {
 type ConnackError struct {
 	// Code is the CONNACK return code (1 to 5).
 	Code byte
+	// CertNotValid is set when the device certificate is expired or not
+	// yet valid by the device's own clock, the likely reason for the
+	// refusal; the error then also matches ErrDeviceCertExpired.
+	CertNotValid bool
+	// Hint is the client's diagnosis, such as the certificate's validity.
+	Hint string
 }
 
 func (e *ConnackError) Error() string {
@@ -161,15 +167,21 @@ func (e *ConnackError) Error() string {
 	default:
 		what = "unknown refusal"
 	}
-	return fmt.Sprintf("dps: connection refused (CONNACK %d): %s", e.Code, what)
+	msg := fmt.Sprintf("dps: connection refused (CONNACK %d): %s", e.Code, what)
+	if e.Hint != "" {
+		msg += " (" + e.Hint + ")"
+	}
+	return msg
 }
 
-// Is makes return codes 2, 4 and 5 match ErrUnauthorized and code 1 match
-// ErrProtocol.
+// Is makes return codes 2, 4 and 5 match ErrUnauthorized (and
+// ErrDeviceCertExpired when CertNotValid) and code 1 match ErrProtocol.
 func (e *ConnackError) Is(target error) bool {
 	switch target {
 	case ErrUnauthorized:
 		return e.Code == 2 || e.Code == 4 || e.Code == 5
+	case ErrDeviceCertExpired:
+		return e.CertNotValid && (e.Code == 2 || e.Code == 4 || e.Code == 5)
 	case ErrProtocol:
 		return e.Code == 1
 	}

@@ -194,7 +194,14 @@ func (c *client) connect(ctx context.Context) error {
 	ct := tok.(*mqtt.ConnectToken)
 	if err := tok.Error(); err != nil {
 		if rc := ct.ReturnCode(); rc >= 1 && rc <= 5 {
-			return fmt.Errorf("%w (connecting to %s as %s)", &ConnackError{Code: rc}, s.addr, s.RegistrationID)
+			ce := &ConnackError{Code: rc}
+			if now := s.Time(); s.leaf != nil && (now.After(s.leaf.NotAfter) || now.Before(s.leaf.NotBefore)) {
+				ce.CertNotValid = true
+				ce.Hint = fmt.Sprintf("the device certificate %q is valid from %s to %s, and the device's time is %s",
+					s.leaf.Subject.CommonName, s.leaf.NotBefore.UTC().Format(time.RFC3339),
+					s.leaf.NotAfter.UTC().Format(time.RFC3339), now.UTC().Format(time.RFC3339))
+			}
+			return fmt.Errorf("%w (connecting to %s as %s)", ce, s.addr, s.RegistrationID)
 		}
 		cause := err
 		if dialErr != nil {
@@ -246,6 +253,9 @@ func (c *client) wait(ctx context.Context, tok mqtt.Token, what string) error {
 	select {
 	case <-tok.Done():
 		if err := tok.Error(); err != nil {
+			if !c.mc.IsConnectionOpen() {
+				return fmt.Errorf("dps: %s: %w: %v", what, ErrConnectionLost, err)
+			}
 			return fmt.Errorf("dps: %s: %w", what, err)
 		}
 		return nil
