@@ -21,12 +21,15 @@ const DefaultConfigPath = "/etc/trackerd/config.toml"
 // Commands returns trackerd's commands.
 func Commands() []cmdline.Command {
 	return []cmdline.Command{
+		{Name: "run", Summary: "run the daemon (the systemd service)", Run: cmdRun},
 		{Name: "version", Summary: "print version, commit and Go version", Run: cmdVersion},
 		{Name: "check-config", Summary: "validate the configuration file and exit", Run: cmdCheckConfig},
 		{Name: "status", Summary: "show the running daemon's state (identity, link, sensors, buffer)", Run: cmdStatus},
 		{Name: "reprovision", Summary: "clear the cached assignment and register with DPS again", Run: cmdReprovision},
 		{Name: "flush", Summary: "send every buffered record now and wait for the buffer to drain", Run: cmdFlush},
 		{Name: "log-level", Summary: "change the running daemon's log level", Run: cmdLogLevel},
+		{Name: "gps", Summary: "GPS tools: decode raw receiver output", Run: cmdGPS},
+		{Name: "diag", Summary: "field diagnostics: diag gps (serial receiver), diag i2c (sensor bus)", Run: cmdDiag},
 	}
 }
 
