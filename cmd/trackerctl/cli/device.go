@@ -24,6 +24,7 @@ import (
 // one line here.
 func deviceCommands() []cmdline.Command {
 	return []cmdline.Command{
+		{Name: "bundle", Summary: "write the directory a board needs: certificate, key, trust bundle, config", Run: cmdDeviceBundle},
 		{Name: "list", Summary: "list devices: registration state, hub status, last activity", Run: cmdDeviceList},
 		{Name: "show", Summary: "show one device's enrollment, registration, hub identity and twin", Run: cmdDeviceShow},
 		{Name: "disenroll", Summary: "block a device from provisioning (disabled individual enrollment)", Run: cmdDeviceDisenroll},
