@@ -255,3 +255,22 @@ func TestErrorMatching(t *testing.T) {
 		t.Errorf("ThrottledError message %q lacks status, wait or message", msg)
 	}
 }
+
+func FuzzParseOperationStatus(f *testing.F) {
+	f.Add([]byte(`{"operationId":"o","status":"assigned","registrationState":{"assignedHub":"h","deviceId":"d","payload":{"a":1}}}`))
+	f.Add([]byte(`{"operationId":"o","status":"assigning"}`))
+	f.Add([]byte(`{"errorCode":401002,"message":"Invalid certificate."}`))
+	f.Fuzz(func(t *testing.T, body []byte) {
+		op, rs, err := parseOperationStatus(body)
+		if err != nil {
+			return
+		}
+		if op.Status == "" || op.Status != strings.ToLower(op.Status) {
+			t.Fatalf("accepted status %q", op.Status)
+		}
+		if rs != nil && len(op.RegistrationState) == 0 {
+			t.Fatalf("registration state parsed from nothing")
+		}
+		_ = parseErrorBody(body)
+	})
+}
