@@ -1,6 +1,7 @@
 package emulator
 
 import (
+	"bytes"
 	"crypto/x509"
 	"fmt"
 	"net"
@@ -286,7 +287,9 @@ func (e *Emulator) loadHubCAs() error {
 	pool := x509.NewCertPool()
 	err := e.store.view(func(tx *bolt.Tx) error {
 		return tx.Bucket([]byte(bucketHubCAs)).ForEach(func(_, der []byte) error {
-			c, err := x509.ParseCertificate(der)
+			// Clone: bbolt's value is only valid during the transaction, and a
+			// parsed certificate keeps referencing its input.
+			c, err := x509.ParseCertificate(bytes.Clone(der))
 			if err != nil {
 				return fmt.Errorf("emulator: stored hub CA: %w", err)
 			}
