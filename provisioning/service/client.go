@@ -287,11 +287,12 @@ func ifMatch(etag string) http.Header {
 	return http.Header{"If-Match": []string{etag}}
 }
 
-// quoteETag returns etag in double quotes, as IoT Hub expects in If-Match
-// ("*" is quoted too, like the official SDK does).
+// quoteETag returns the If-Match value for an IoT Hub call: etag in double
+// quotes, or the wildcard * (unquoted, as RFC 9110 writes it) when etag is
+// empty.
 func quoteETag(etag string) string {
-	if etag == "" {
-		etag = "*"
+	if etag == "" || etag == "*" {
+		return "*"
 	}
 	if strings.HasPrefix(etag, `"`) && strings.HasSuffix(etag, `"`) && len(etag) >= 2 {
 		return etag

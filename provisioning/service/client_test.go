@@ -233,8 +233,8 @@ func TestHubRequests(t *testing.T) {
 	if got := reqs[1].Header.Get("If-Match"); got != `"abc"` {
 		t.Errorf("update If-Match = %q, want \"abc\" quoted", got)
 	}
-	if got := reqs[2].Header.Get("If-Match"); got != `"*"` {
-		t.Errorf("delete If-Match = %q, want \"*\"", got)
+	if got := reqs[2].Header.Get("If-Match"); got != "*" {
+		t.Errorf("delete If-Match = %q, want *", got)
 	}
 	if reqs[2].Query != "api-version="+HubAPIVersion {
 		t.Errorf("delete query = %q", reqs[2].Query)

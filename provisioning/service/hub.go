@@ -142,7 +142,7 @@ func (c *HubClient) CreateDevice(ctx context.Context, d *Device) (*Device, error
 
 // PutDevice updates d, which must exist, and returns the stored device.
 // With d.ETag set the update is conditional on it ([ErrPreconditionFailed]
-// on mismatch); without, If-Match is "*" (any version).
+// on mismatch); without, If-Match is * (any version).
 func (c *HubClient) PutDevice(ctx context.Context, d *Device) (*Device, error) {
 	cl := call{method: http.MethodPut, path: "/devices/" + seg(d.DeviceID),
 		header: http.Header{"If-Match": []string{quoteETag(d.ETag)}}, body: d}
@@ -155,7 +155,7 @@ func (c *HubClient) PutDevice(ctx context.Context, d *Device) (*Device, error) {
 
 // DeleteDevice deletes device id from the registry, which also closes its
 // connection and drops its pending cloud-to-device messages. With etag set
-// the delete is conditional on it; otherwise If-Match is "*".
+// the delete is conditional on it; otherwise If-Match is * (any version).
 func (c *HubClient) DeleteDevice(ctx context.Context, id, etag string) error {
 	_, err := c.r.do(ctx, call{method: http.MethodDelete, path: "/devices/" + seg(id),
 		header: http.Header{"If-Match": []string{quoteETag(etag)}}})
@@ -189,7 +189,7 @@ func (c *HubClient) GetTwin(ctx context.Context, id string) (*Twin, error) {
 
 // UpdateTwin applies patch to the twin of device id and returns the
 // updated twin. With etag set the update is conditional on it; otherwise
-// If-Match is "*".
+// If-Match is * (any version).
 func (c *HubClient) UpdateTwin(ctx context.Context, id string, patch TwinPatch, etag string) (*Twin, error) {
 	cl := call{method: http.MethodPatch, path: "/twins/" + seg(id),
 		header: http.Header{"If-Match": []string{quoteETag(etag)}}, body: patch}
@@ -242,6 +242,12 @@ func (c *HubClient) InvokeMethod(ctx context.Context, id, name string, payload a
 // SendC2D queues a cloud-to-device message with body and application
 // properties props for device id. The hub delivers it when the device is
 // connected and subscribed; deleting the device drops it.
+//
+// It posts to /devices/{id}/messages/deviceBound with the properties as
+// iothub-app-{name} headers, the HTTPS message format of IoT Hub, which the
+// local emulator accepts. Azure IoT Hub itself takes cloud-to-device
+// messages from services over AMQP only, so against Azure this call fails
+// with an *[APIError].
 func (c *HubClient) SendC2D(ctx context.Context, id string, body []byte, props map[string]string) error {
 	h := http.Header{}
 	for k, v := range props {

@@ -205,6 +205,9 @@ type DeviceReport struct {
 	// SentC2D is true when the request went by cloud-to-device message
 	// because the device was offline.
 	SentC2D bool `json:"sentC2D"`
+	// C2DError says why the cloud-to-device request could not be queued
+	// (Azure IoT Hub takes them over AMQP only); deprovisioning goes on.
+	C2DError string `json:"c2dError,omitempty"`
 	// UnsentEstimate is, for a device that did not answer, the buffer
 	// depth it last reported in its twin, or -1 when unknown.
 	UnsentEstimate int `json:"unsentEstimate"`
@@ -281,15 +284,19 @@ func (f *Fleet) askDevice(ctx context.Context, dev *Device, opts DeviceDeprovisi
 	// No answer: the device is offline, or did not answer in time.
 	body, _ := json.Marshal(map[string]string{"command": DeprovisionCommand})
 	if err := f.Hub.SendC2D(ctx, dev.DeviceID, body, map[string]string{"command": DeprovisionCommand}); err != nil {
-		return fmt.Errorf("service: send deprovision to %s by C2D: %w", dev.DeviceID, err)
+		if ctx.Err() != nil {
+			return fmt.Errorf("service: send deprovision to %s by C2D: %w", dev.DeviceID, err)
+		}
+		rep.C2DError = err.Error()
+	} else {
+		rep.SentC2D = true
 	}
-	rep.SentC2D = true
 	if twin, err := f.Hub.GetTwin(ctx, dev.DeviceID); err == nil {
 		if n, ok := ReportedUnsent(twin.Properties.Reported); ok {
 			rep.UnsentEstimate = n
 		}
 	}
-	if opts.OfflineWait <= 0 {
+	if opts.OfflineWait <= 0 || !rep.SentC2D {
 		return nil
 	}
 	progress(fmt.Sprintf("device offline; waiting up to %v for it to connect", opts.OfflineWait))

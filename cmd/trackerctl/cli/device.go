@@ -269,12 +269,16 @@ func printDeviceReport(w io.Writer, rep *service.DeviceReport, complete bool) {
 		} else {
 			fmt.Fprintf(w, "device %s %s: drain timed out, %d records left unsent\n", rep.DeviceID, sealed, a.Unsent)
 		}
-	case rep.SentC2D:
+	default:
 		n := "an unknown number of"
 		if rep.UnsentEstimate >= 0 {
 			n = fmt.Sprint(rep.UnsentEstimate)
 		}
-		fmt.Fprintf(w, "device offline; sent deprovision by C2D, %s records may be left unsent\n", n)
+		if rep.SentC2D {
+			fmt.Fprintf(w, "device offline; sent deprovision by C2D, %s records may be left unsent\n", n)
+		} else {
+			fmt.Fprintf(w, "device offline; could not send deprovision by C2D (%s), %s records may be left unsent\n", rep.C2DError, n)
+		}
 	}
 	if !complete {
 		return

@@ -189,6 +189,9 @@ func cmdGroupShow(ctx context.Context, env *cmdline.Env, args []string) error {
 		return s.dpsErr(err)
 	}
 	if *asJSON {
+		if regs == nil {
+			regs = []service.RegistrationState{}
+		}
 		return svcJSON(env.Stdout, struct {
 			*service.EnrollmentGroup
 			Registrations []service.RegistrationState `json:"registrations"`
