@@ -329,8 +329,10 @@ func (c *Client) OnMethod(f MethodHandler) {
 
 // OnC2D sets the callback for cloud-to-device messages, delivered one at a
 // time in arrival order. A message is acknowledged to the hub once it has
-// been queued for the callback; without a callback messages are
-// acknowledged and dropped. Set it before Run.
+// been queued for the callback; if the connection ends before that PUBACK
+// is out, the hub delivers the message again after the reconnect, so
+// delivery is at least once (deduplicate on MessageID). Without a callback
+// messages are acknowledged and dropped. Set it before Run.
 func (c *Client) OnC2D(f func(Message)) {
 	c.mu.Lock()
 	c.onC2D = f
@@ -341,6 +343,7 @@ func (c *Client) OnC2D(f func(Message)) {
 func (c *Client) State() State {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.liveLocked()
 	s := c.state
 	s.InFlight = len(c.slots)
 	return s
@@ -351,6 +354,7 @@ func (c *Client) State() State {
 func (c *Client) Connected() <-chan struct{} {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.liveLocked()
 	return c.connected
 }
 
@@ -368,5 +372,5 @@ func (c *Client) WaitConnected(ctx context.Context) error {
 func (c *Client) current() *session {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.cur
+	return c.liveLocked()
 }

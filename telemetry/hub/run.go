@@ -150,9 +150,24 @@ func (c *Client) setConnected(s *session) {
 func (c *Client) setDisconnected(s *session, reason error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.cur != s {
-		return
+	if c.cur == s {
+		c.retireLocked(reason)
 	}
+}
+
+// liveLocked returns the current session if its connection has not ended.
+// A session whose connection ended is retired at once, before Run gets to
+// it, so that Connected, State and Publish never see a dead connection as
+// up. c.mu must be held.
+func (c *Client) liveLocked() *session {
+	if c.cur != nil && c.cur.ctx.Err() != nil {
+		c.retireLocked(c.cur.reason())
+	}
+	return c.cur
+}
+
+// retireLocked marks the client disconnected. c.mu must be held.
+func (c *Client) retireLocked(reason error) {
 	c.cur = nil
 	c.connected = make(chan struct{})
 	c.state.Connected = false
