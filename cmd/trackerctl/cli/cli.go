@@ -26,6 +26,7 @@ func Commands() []cmdline.Command {
 		{Name: "pki", Summary: pkiSummary, Run: cmdPKI},
 		{Name: "group", Summary: "DPS enrollment groups: create, show, list, delete, deprovision", Run: cmdGroup},
 		{Name: "device", Summary: "devices: list, show, disenroll, reenroll, deregister, deprovision", Run: cmdDevice},
+		{Name: "image", Summary: imageSummary, Run: cmdImage},
 	}
 }
 
