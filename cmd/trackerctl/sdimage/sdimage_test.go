@@ -481,3 +481,29 @@ func TestCreateTestImage(t *testing.T) {
 		}
 	}
 }
+
+// TestBoardImportsStampedBundle copies the stamped folder out of the image
+// with mtools, as the board's kernel would present it under /boot/firmware,
+// and imports it with agent/bootstrap.
+func TestBoardImportsStampedBundle(t *testing.T) {
+	mcopy := tool(t, "mcopy", "mtools")
+	img := newImage(t)
+	dir, files := deviceDir(t, newPKI(t), "tracker-0042")
+	if _, err := sdimage.Stamp(img, dir, stampOpts(false)); err != nil {
+		t.Fatal(err)
+	}
+	boot, state := t.TempDir(), filepath.Join(t.TempDir(), "state")
+	run(t, mcopy, "-s", "-i", fmt.Sprintf("%s@@%d", img, bootOffset), "::/tracker", boot)
+	imported, err := bootstrap.ImportBundle(boot, state)
+	if err != nil || !imported {
+		t.Fatalf("ImportBundle = %v, %v", imported, err)
+	}
+	for name, want := range files {
+		if got := readFile(t, filepath.Join(state, name)); !bytes.Equal(got, want) {
+			t.Errorf("imported %s differs", name)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(boot, "tracker", "device.key.pem")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("key left on the boot copy: %v", err)
+	}
+}
