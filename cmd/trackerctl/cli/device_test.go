@@ -33,7 +33,7 @@ func startSvcEnv(t *testing.T) *svcEnv {
 		t.Skip("starts the emulator")
 	}
 	s := &svcEnv{state: t.TempDir(), caDir: filepath.Join(t.TempDir(), "ca"), devices: filepath.Join(t.TempDir(), "devices")}
-	emu, err := emulator.New(emulator.Config{StateDir: s.state, MQTTAddr: "127.0.0.1:0", HTTPSAddr: "127.0.0.1:0"})
+	emu, err := emulator.New(emulator.Config{StateDir: s.state, MQTTAddr: "127.0.0.1:0", HTTPSAddr: "127.0.0.1:0", DPSPollAfter: -1})
 	if err != nil {
 		t.Fatal(err)
 	}
