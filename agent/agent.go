@@ -45,6 +45,10 @@ type Deps struct {
 	NoLocalAPI bool
 	// System overrides the system clock (tests of boards at 1970).
 	System func() time.Time
+	// Identity and Roots replace the identity files and the trust bundle
+	// named in the config (simulated devices keep them in memory).
+	Identity *identity.Identity
+	Roots    *x509.CertPool
 }
 
 // Agent is the tracker daemon. Create it with [New] and call [Agent.Run]
@@ -123,8 +127,10 @@ func New(cfg *config.Config, deps Deps) (*Agent, error) {
 			log.Info("imported the identity bundle from the boot partition; its key was removed from the card", "dir", dir)
 		}
 	}
-	if a.id, err = a.loadIdentity(); err != nil {
-		return nil, err
+	if a.id = deps.Identity; a.id == nil {
+		if a.id, err = a.loadIdentity(); err != nil {
+			return nil, err
+		}
 	}
 	trust := cfg.Identity.TrustBundle
 	if _, err := os.Stat(trust); err != nil {
@@ -133,8 +139,10 @@ func New(cfg *config.Config, deps Deps) (*Agent, error) {
 			trust = alt
 		}
 	}
-	if a.roots, err = identity.TrustPool(trust, true); err != nil {
-		return nil, fmt.Errorf("trust bundle %s: %w", trust, err)
+	if a.roots = deps.Roots; a.roots == nil {
+		if a.roots, err = identity.TrustPool(trust, true); err != nil {
+			return nil, fmt.Errorf("trust bundle %s: %w", trust, err)
+		}
 	}
 	if a.ship, err = loadShipment(filepath.Join(cfg.StateDir, "shipment.json")); err != nil {
 		return nil, err
@@ -219,15 +227,18 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 			gps = hgps
 		}
 	}
-	a.samp = &sampler{
+	samp := &sampler{
 		env: env, clock: a.clock, sink: a, log: log.With("component", "sampler"), boot: a.boot,
 		interval: func() time.Duration { return min(a.cfg.Sensor.Interval.D(), a.Settings().Interval) },
 		settings: a.Settings, beat: sampBeat.Beat, warn: a.warn,
 		stale: a.cfg.GPS.StaleAfter.D(),
 	}
+	a.mu.Lock()
+	a.samp = samp
+	a.mu.Unlock()
 	if gps != nil {
 		g.Go(func() error {
-			err := gps.Run(ctx, a.samp.setFix)
+			err := gps.Run(ctx, samp.setFix)
 			if err != nil && ctx.Err() == nil {
 				a.mu.Lock()
 				a.gpsErr = err.Error()
@@ -238,7 +249,7 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 			return nil // a GPS failure never stops the agent
 		})
 	}
-	g.Go(func() error { return a.samp.run(ctx) })
+	g.Go(func() error { return samp.run(ctx) })
 	g.Go(func() error { return a.pub.Run(ctx, pubBeat.Beat) })
 	g.Go(func() error { return a.provisionLoop(ctx, provBeat.Beat) })
 	g.Go(func() error { return a.super.Run(ctx) })
@@ -336,6 +347,9 @@ func (a *Agent) Reprovision(ctx context.Context) error {
 // Status implements localapi.Backend.
 func (a *Agent) Status() any { s := a.status(); return &s }
 
+// Snapshot returns the current status.
+func (a *Agent) Snapshot() Status { return a.status() }
+
 func (a *Agent) status() Status {
 	var st Status
 	now, src := a.clock.Now()
@@ -355,6 +369,7 @@ func (a *Agent) status() Status {
 	set := a.settings
 	st.Warnings = append([]Warning{}, a.warnings...)
 	gpsErr := a.gpsErr
+	samp := a.samp
 	a.mu.Unlock()
 	st.Provisioning.State = p.state
 	st.Provisioning.LastError = p.lastErr
@@ -379,7 +394,7 @@ func (a *Agent) status() Status {
 	st.Sensor.Driver = a.cfg.Sensor.Driver
 	st.GPS.Driver = a.cfg.GPS.Driver
 	st.GPS.LastError = gpsErr
-	if s := a.samp; s != nil {
+	if s := samp; s != nil {
 		s.mu.Lock()
 		if s.lastEnv != nil {
 			t, p := s.lastEnv.TempC, s.lastEnv.PressureHPa

@@ -72,8 +72,11 @@ func (c *control) report(ctx context.Context) {
 		oldest = st.Now.Sub(st.Buffer.OldestUnsent).Seconds()
 	}
 	var fix *telemetry.Fix
-	if c.a.samp != nil {
-		fix = c.a.samp.currentFix()
+	c.a.mu.Lock()
+	samp := c.a.samp
+	c.a.mu.Unlock()
+	if samp != nil {
+		fix = samp.currentFix()
 	}
 	props := map[string]any{
 		"firmwareVersion": buildinfo.Version,
