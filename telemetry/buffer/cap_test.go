@@ -2,6 +2,7 @@ package buffer
 
 import (
 	"encoding/json"
+	"errors"
 	"path/filepath"
 	"testing"
 	"time"
@@ -168,4 +169,41 @@ func TestCapThinsBeforeDropping(t *testing.T) {
 		}
 	}
 	t.Logf("thinned %d of %d routine readings, no range dropped", st.Thinned, len(r.routine))
+}
+
+func TestFullOfAlerts(t *testing.T) {
+	b, _ := mustOpen(t, filepath.Join(t.TempDir(), "buf.db"), Options{MaxBytes: MinMaxBytes})
+	data := make([]byte, 1000)
+	var stored []uint64
+	var err error
+	for range 1000 {
+		var s uint64
+		if s, err = b.Append(Alert, t0, data); err != nil {
+			break
+		}
+		stored = append(stored, s)
+	}
+	if !errors.Is(err, ErrFull) {
+		t.Fatalf("appending alerts to a %d-byte budget ended with %v after %d, want ErrFull", MinMaxBytes, err, len(stored))
+	}
+	st := b.Stats()
+	if st.FullRetries == 0 || st.FileBytes > MinMaxBytes {
+		t.Errorf("FullRetries %d, file %d bytes; want retries and a file within %d", st.FullRetries, st.FileBytes, MinMaxBytes)
+	}
+	// Every alert Append accepted is still there.
+	es := mustPeek(t, b)
+	if len(es) != len(stored) {
+		t.Fatalf("%d alerts stored, %d accepted", len(es), len(stored))
+	}
+	t.Logf("%d 1000-byte alerts filled a %d-byte budget (live %d, cap %d)", len(stored), MinMaxBytes, st.Bytes, st.LiveLimit)
+	// Delivering them makes room again.
+	if err := b.Ack(seqs(es[:len(es)/2])...); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Append(Alert, t0, data); err != nil {
+		t.Errorf("Append after acknowledging half = %v", err)
+	}
 }
