@@ -136,26 +136,10 @@ func (h *hook) OnConnectAuthenticate(cl *mqtt.Client, _ packets.Packet) bool {
 	return ok
 }
 
-// OnSessionEstablish runs before mochi takes over an older session of the
-// same client: record that the older connection is being replaced.
+// OnSessionEstablish runs just before the CONNACK, and before mochi takes
+// over an older session of the same client: the device counts as connected
+// from here, so a client that has its CONNACK finds itself connected.
 func (h *hook) OnSessionEstablish(cl *mqtt.Client, _ packets.Packet) {
-	e := h.e
-	e.mu.Lock()
-	s := e.pending[cl]
-	var old *session
-	if s != nil && s.kind == kindHub {
-		old = e.hub[s.id]
-	}
-	if old != nil && old.kicked == "" {
-		old.kicked = "new connection for the same device (400027 ConnectionForcefullyClosedOnNewConnection)"
-	}
-	e.mu.Unlock()
-	if old != nil {
-		e.event(EventHubKicked, s.id, "a new connection replaced this one")
-	}
-}
-
-func (h *hook) OnSessionEstablished(cl *mqtt.Client, _ packets.Packet) {
 	e := h.e
 	e.mu.Lock()
 	s := e.pending[cl]
@@ -165,19 +149,34 @@ func (h *hook) OnSessionEstablished(cl *mqtt.Client, _ packets.Packet) {
 		return
 	}
 	e.sessions[cl] = s
+	var old *session
 	if s.kind == kindHub {
+		old = e.hub[s.id]
+		if old != nil && old.kicked == "" {
+			old.kicked = "new connection for the same device (400027 ConnectionForcefullyClosedOnNewConnection)"
+		}
 		e.hub[s.id] = s
 		now := time.Now().UTC()
 		e.connTimes[s.id] = now
 		e.activity[s.id] = now
 	}
 	e.mu.Unlock()
+	if old != nil {
+		e.event(EventHubKicked, s.id, "a new connection replaced this one")
+	}
 	if s.kind == kindHub {
 		e.event(EventHubConnect, s.id, s.authMethod)
-		// A persistent session may already hold the C2D subscription.
-		e.goWork(func() { e.flushC2D(s.id) })
 	} else {
 		e.event(EventDPSConnect, s.id, "")
+	}
+}
+
+// OnSessionEstablished runs after the CONNACK: a persistent session may
+// already hold the C2D subscription, so queued messages can go.
+func (h *hook) OnSessionEstablished(cl *mqtt.Client, _ packets.Packet) {
+	s := h.e.sessionOf(cl)
+	if s != nil && s.kind == kindHub {
+		h.e.goWork(func() { h.e.flushC2D(s.id) })
 	}
 }
 

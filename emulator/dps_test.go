@@ -13,9 +13,9 @@ import (
 type pkiDevice = pki.Device
 
 func pkiThumbs(c *x509.Certificate) (string, string) { return pki.Thumbprints(c) }
-func pkiPEM(c *x509.Certificate) []byte             { return pki.EncodePEM(c) }
-func pkiOpts() pki.DeviceOptions                    { return pki.DeviceOptions{} }
-func pkiMemoryCA(cn string) (*pki.CA, error)        { return pki.NewMemoryCA(pki.CAOptions{CN: cn}) }
+func pkiPEM(c *x509.Certificate) []byte              { return pki.EncodePEM(c) }
+func pkiOpts() pki.DeviceOptions                     { return pki.DeviceOptions{} }
+func pkiMemoryCA(cn string) (*pki.CA, error)         { return pki.NewMemoryCA(pki.CAOptions{CN: cn}) }
 func pkiExpired() pki.DeviceOptions {
 	return pki.DeviceOptions{NotBefore: time.Now().Add(-48 * time.Hour), NotAfter: time.Now().Add(-24 * time.Hour)}
 }

@@ -555,9 +555,19 @@ func (e *Emulator) housekeeping() {
 					delete(e.ops, id)
 				}
 			}
+			// A connection whose CONNACK could not be written never gets
+			// OnDisconnect.
 			for cl := range e.pending {
 				if cl.Closed() {
 					delete(e.pending, cl)
+				}
+			}
+			for cl, s := range e.sessions {
+				if cl.Closed() && cl.StopTime() > 0 && now.Unix()-cl.StopTime() > 10 {
+					delete(e.sessions, cl)
+					if e.hub[s.id] == s {
+						delete(e.hub, s.id)
+					}
 				}
 			}
 			e.mu.Unlock()

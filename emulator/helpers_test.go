@@ -381,3 +381,20 @@ func decode(t *testing.T, raw []byte) map[string]any {
 	}
 	return m
 }
+
+// connectPassword connects a SAS-authenticated device (no certificate).
+func (v *env) connectPassword(id, password string) (paho.Client, error) {
+	o := paho.NewClientOptions().AddBroker("ssl://" + v.info.MQTTAddr).SetClientID(id).
+		SetUsername(v.hubUsername(id)).SetPassword(password).SetProtocolVersion(4).SetTLSConfig(v.tlsConfig(nil)).
+		SetAutoReconnect(false).SetConnectTimeout(wait)
+	c := paho.NewClient(o)
+	tok := c.Connect()
+	if !tok.WaitTimeout(wait) {
+		return nil, errors.New("connect timed out")
+	}
+	if err := tok.Error(); err != nil {
+		return nil, err
+	}
+	v.t.Cleanup(func() { c.Disconnect(0) })
+	return c, nil
+}

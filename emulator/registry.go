@@ -65,13 +65,15 @@ func checkIfMatch(ifMatch, current string, exists bool, what string) *APIError {
 	if ifMatch == "" {
 		return nil
 	}
+	// The SDKs send the wildcard quoted ("*") as well as bare.
+	star := unquote(ifMatch) == "*"
 	if !exists {
-		if ifMatch == "*" {
+		if star {
 			return nil
 		}
 		return preconditionFailed("%s does not exist, so it cannot match etag %s", what, ifMatch)
 	}
-	if ifMatch == "*" || unquote(ifMatch) == unquote(current) {
+	if star || unquote(ifMatch) == unquote(current) {
 		return nil
 	}
 	return preconditionFailed("etag %s does not match the current etag of %s", ifMatch, what)
