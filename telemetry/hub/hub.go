@@ -109,7 +109,8 @@ type Config struct {
 	// ClientVersion goes into the username as DeviceClientType, e.g.
 	// "coldchain-trackerd/1.2.0"; empty leaves it out.
 	ClientVersion string
-	// Logger receives connection events (never payloads or keys); nil
+	// Logger receives connection events (never payloads or keys), with a
+	// device_id attribute added; the caller names the component. Nil
 	// discards them.
 	Logger *slog.Logger
 	// CleanSession asks the hub to forget the device's session on every
@@ -204,7 +205,7 @@ func New(cfg Config) (*Client, error) {
 		addr:      net.JoinHostPort(hostname, port),
 		hostname:  hostname,
 		username:  username(hostname, cfg.DeviceID, cfg.ClientVersion),
-		log:       log.With("component", "hub", "device_id", cfg.DeviceID),
+		log:       log.With("device_id", cfg.DeviceID),
 		slots:     make(chan struct{}, cfg.MaxInFlight),
 		events:    make(chan event, 16),
 		methods:   make(chan methodCall, 16),
