@@ -499,3 +499,79 @@ func TestGroupDeprovisionRerun(t *testing.T) {
 		t.Errorf("third run = %+v, %v; want nothing left", rep, err)
 	}
 }
+
+// TestDeprovisionDeviceComesOnline starts with the device offline: the
+// request goes by C2D, and when the device connects during the offline
+// wait it receives that message and answers the method.
+func TestDeprovisionDeviceComesOnline(t *testing.T) {
+	c := startCloud(t)
+	c.group(t, "fleet")
+	d := c.device(t, "trk-late")
+	if st := c.register(t, d); st != service.RegistrationAssigned {
+		t.Fatalf("register = %s", st)
+	}
+	waiting := make(chan struct{})
+	type result struct {
+		rep *service.DeviceReport
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		rep, err := c.fleet.DeprovisionDevice(t.Context(), "trk-late", d.Leaf, service.DeviceDeprovisionOptions{
+			DrainTimeout: 5 * time.Second, OfflineWait: time.Minute, PollInterval: 20 * time.Millisecond,
+			Progress: func(s string) {
+				if strings.HasPrefix(s, "device offline; waiting") {
+					close(waiting)
+				}
+			},
+		})
+		done <- result{rep, err}
+	}()
+	select {
+	case <-waiting:
+	case r := <-done:
+		t.Fatalf("DeprovisionDevice returned before waiting: %+v, %v", r.rep, r.err)
+	}
+	c2d := make(chan string, 1)
+	cl, err := c.dial(t, d, c.hubUser("trk-late"), nil)
+	if err != nil {
+		t.Fatalf("hub connect: %v", err)
+	}
+	defer cl.Disconnect(0)
+	answer := func(cl mqtt.Client, m mqtt.Message) {
+		_, q, _ := strings.Cut(m.Topic(), "?")
+		v, _ := url.ParseQuery(q)
+		cl.Publish("$iothub/methods/res/200/?$rid="+v.Get("$rid"), 0, false, `{"sealed":true,"shipmentId":"SHP-1","unsent":3,"drained":false}`)
+	}
+	// The device takes the C2D request first, then subscribes to methods
+	// (a device that is slow to subscribe gets asked again).
+	if tok := cl.Subscribe("devices/trk-late/messages/devicebound/#", 1, func(_ mqtt.Client, m mqtt.Message) {
+		c2d <- m.Topic() + " " + string(m.Payload())
+	}); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		t.Fatalf("subscribe C2D: %v", tok.Error())
+	}
+	select {
+	case m := <-c2d:
+		if !strings.Contains(m, "command=deprovision") || !strings.HasSuffix(m, `{"command":"deprovision"}`) {
+			t.Errorf("C2D message = %q", m)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the device never received the C2D request")
+	}
+	if tok := cl.Subscribe("$iothub/methods/POST/#", 0, answer); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		t.Fatalf("subscribe methods: %v", tok.Error())
+	}
+	var r result
+	select {
+	case r = <-done:
+	case <-time.After(time.Minute):
+		t.Fatal("DeprovisionDevice did not finish after the device connected")
+	}
+	if r.err != nil {
+		t.Fatalf("DeprovisionDevice: %v", r.err)
+	}
+	want := service.DeprovisionAnswer{Sealed: true, ShipmentID: "SHP-1", Unsent: 3}
+	if !r.rep.SentC2D || r.rep.Answer == nil || *r.rep.Answer != want {
+		t.Errorf("report = %+v, answer %+v; want C2D sent and then %+v", r.rep, r.rep.Answer, want)
+	}
+}

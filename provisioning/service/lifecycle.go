@@ -308,6 +308,7 @@ func (f *Fleet) askDevice(ctx context.Context, dev *Device, opts DeviceDeprovisi
 	defer deadline.Stop()
 	tick := time.NewTicker(poll)
 	defer tick.Stop()
+	announced := false
 	for {
 		select {
 		case <-ctx.Done():
@@ -320,9 +321,17 @@ func (f *Fleet) askDevice(ctx context.Context, dev *Device, opts DeviceDeprovisi
 		if err != nil {
 			return err
 		}
-		if d.ConnectionState == DeviceConnected {
+		if d.ConnectionState != DeviceConnected {
+			continue
+		}
+		if !announced {
 			progress("device connected; asking it again")
-			_, err := f.invokeDeprovision(ctx, dev.DeviceID, opts.DrainTimeout, rep)
+			announced = true
+		}
+		// A device that just connected may not have subscribed to direct
+		// methods yet: keep asking until it answers or the wait ends.
+		answered, err := f.invokeDeprovision(ctx, dev.DeviceID, opts.DrainTimeout, rep)
+		if answered || err != nil {
 			return err
 		}
 	}
