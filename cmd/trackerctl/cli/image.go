@@ -96,7 +96,7 @@ Unpack a compressed image first (xz -dk FILE.img.xz).`)
 		}
 		fmt.Fprintf(env.Stdout, "  %-24s %7d B  sha256 %s%s\n", f.Name, f.Size, f.SHA256[:16], note)
 	}
-	fmt.Fprintf(env.Stdout, "  %-24s\nThe image holds a private key now: keep it as safe as the key itself until flashed.\n", bootstrap.ManifestName)
+	fmt.Fprintf(env.Stdout, "  %s\nThe image holds a private key now: keep it as safe as the key itself until flashed.\n", bootstrap.ManifestName)
 	return nil
 }
 

@@ -3,10 +3,15 @@ package sdimage
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
 	"os"
 )
+
+// errFATTooSmall reports a FAT with fewer entries than the data area has
+// clusters (plus the two reserved entries).
+var errFATTooSmall = errors.New("FAT too small")
 
 // geometry is the layout of a FAT32 file system, read from its boot sector
 // (Microsoft's FAT specification, "BPB structure" and "FAT32 extended BPB").
@@ -75,7 +80,7 @@ func readGeometry(r io.ReaderAt, start, size int64) (*geometry, error) {
 	}
 	g.clusters = uint32(data / spc)
 	if int64(g.clusters)+2 > g.fatSectors*g.sectorSize/4 {
-		return nil, fmt.Errorf("not a usable FAT32 boot sector (FAT too small for %d clusters)", g.clusters)
+		return nil, fmt.Errorf("not a usable FAT32 boot sector (%w: %d entries for %d clusters)", errFATTooSmall, g.fatSectors*g.sectorSize/4, g.clusters+2)
 	}
 	if g.rootCluster < 2 || g.rootCluster >= g.clusters+2 {
 		return nil, fmt.Errorf("not a usable FAT32 boot sector (root directory at cluster %d)", g.rootCluster)

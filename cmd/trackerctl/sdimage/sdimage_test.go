@@ -468,6 +468,30 @@ func TestCreateTestImage(t *testing.T) {
 	if err := sdimage.CreateTestImage(img, sdimage.TestImageOptions{}); err == nil || !strings.Contains(err.Error(), "exists") {
 		t.Errorf("CreateTestImage over an existing file = %v, want refusal", err)
 	}
+	// 64 MiB (the default) is a size where go-diskfs alone writes a FAT two
+	// entries short; 41 and 128 MiB are sizes where it does not.
+	for _, boot := range []int{0, 41, 128} {
+		other := filepath.Join(t.TempDir(), "x.img")
+		if err := sdimage.CreateTestImage(other, sdimage.TestImageOptions{BootMiB: boot, RootMiB: 1}); err != nil {
+			t.Fatalf("CreateTestImage(BootMiB %d): %v", boot, err)
+		}
+		size := int64(boot) << 20
+		if boot == 0 {
+			size = 64 << 20
+		}
+		fi, err := os.Stat(other)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Partition 1 may end up to a few 32 KiB steps short of the size asked.
+		fsckClean(t, other, bootOffset, fi.Size()-bootOffset-1<<20)
+		if fi.Size() > bootOffset+size+1<<20 || fi.Size() < bootOffset+size+1<<20-4*32<<10 {
+			t.Errorf("BootMiB %d: image is %d bytes", boot, fi.Size())
+		}
+		if _, err := sdimage.Stamp(other, writeDir(t, map[string][]byte{"config.toml": []byte("x = 1\n")}), stampOpts(false)); err != nil {
+			t.Errorf("Stamp on a %d MiB test image: %v", boot, err)
+		}
+	}
 	if err := sdimage.CreateTestImage(filepath.Join(t.TempDir(), "x.img"), sdimage.TestImageOptions{BootMiB: 16}); err == nil {
 		t.Error("CreateTestImage with a 16 MiB FAT32 partition succeeded, want an error")
 	}
