@@ -44,6 +44,7 @@ type Stall struct {
 	Allowed time.Duration
 }
 
+// String describes the stall for logs and the status API.
 func (s Stall) String() string {
 	return fmt.Sprintf("%s (no progress for %v, allowed %v)", s.Name, s.Idle.Round(time.Second), s.Allowed)
 }

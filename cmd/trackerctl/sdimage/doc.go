@@ -20,14 +20,23 @@
 // # go-diskfs
 //
 // The FAT32 work is done by github.com/diskfs/go-diskfs, which this package
-// confines to trackerctl: trackerd never links it. Three gaps of its FAT
-// writer (v1.9.4) are closed by a small pass over the raw file system after
-// go-diskfs has closed the image, so that fsck.fat finds nothing to fix:
-// the ".." entry of a new folder under the root points at the root's
-// cluster instead of 0; a removed file's clusters are not freed; and the
-// FSInfo free-cluster count is not maintained. Removed files are overwritten
-// with zeros first, so a replaced or cleared key does not linger in free
-// clusters of the image.
+// confines to trackerctl: trackerd never links it. Its FAT writer (v1.9.4)
+// has gaps that this package closes, so that fsck.fat finds nothing to fix
+// in a stamped image (the tests run fsck.fat -n after every change):
+//
+//   - the ".." entry of a new folder under the root points at the root's
+//     cluster instead of 0, a removed file's clusters are never freed, and
+//     the FSInfo free-cluster count is not maintained: a small pass over the
+//     raw file system (repair) fixes all three after go-diskfs has closed
+//     the image;
+//   - a read that starts inside a cluster can run past the end of the file,
+//     so files are read with one buffer of exactly their size;
+//   - for some sizes (64 MiB is one) a new FAT32 file system gets a FAT two
+//     entries short, so CreateTestImage checks the result and shrinks the
+//     partition slightly when that happens.
+//
+// Removed files are overwritten with zeros first, so a replaced or cleared
+// key does not linger in free clusters of the image.
 //
 // # Concurrency
 //
