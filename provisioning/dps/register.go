@@ -189,7 +189,7 @@ func (c *client) connect(ctx context.Context) error {
 		if err := ctx.Err(); err != nil {
 			return fmt.Errorf("dps: connect to %s: %w", s.addr, err)
 		}
-		return fmt.Errorf("dps: connect to %s: %w after %v", s.addr, ErrTimeout, s.ConnectTimeout)
+		return fmt.Errorf("%w: connect to %s: nothing within %v", ErrTimeout, s.addr, s.ConnectTimeout)
 	}
 	ct := tok.(*mqtt.ConnectToken)
 	if err := tok.Error(); err != nil {
@@ -214,7 +214,7 @@ func (c *client) connect(ctx context.Context) error {
 	}
 	if ct.SessionPresent() {
 		c.mc.Disconnect(250)
-		return fmt.Errorf("dps: connect to %s: %w: CONNACK has session present on a clean session", s.addr, ErrProtocol)
+		return fmt.Errorf("%w: connect to %s: CONNACK has session present on a clean session", ErrProtocol, s.addr)
 	}
 	c.log.Debug("dps: connected", "endpoint", s.addr)
 	return nil
@@ -240,7 +240,7 @@ func (c *client) subscribe(ctx context.Context) error {
 	}
 	st := tok.(*mqtt.SubscribeToken)
 	if q, ok := st.Result()[responseFilter]; ok && q > 1 {
-		return fmt.Errorf("dps: subscribe %s: %w: granted QoS %#x", responseFilter, ErrProtocol, q)
+		return fmt.Errorf("%w: subscribe %s: granted QoS %#x", ErrProtocol, responseFilter, q)
 	}
 	return nil
 }
@@ -254,7 +254,7 @@ func (c *client) wait(ctx context.Context, tok mqtt.Token, what string) error {
 	case <-tok.Done():
 		if err := tok.Error(); err != nil {
 			if !c.mc.IsConnectionOpen() {
-				return fmt.Errorf("dps: %s: %w: %v", what, ErrConnectionLost, err)
+				return fmt.Errorf("%w: %s: %v", ErrConnectionLost, what, err)
 			}
 			return fmt.Errorf("dps: %s: %w", what, err)
 		}
@@ -262,9 +262,9 @@ func (c *client) wait(ctx context.Context, tok mqtt.Token, what string) error {
 	case <-ctx.Done():
 		return fmt.Errorf("dps: %s: %w", what, ctx.Err())
 	case err := <-c.lost:
-		return fmt.Errorf("dps: %s: %w: %v", what, ErrConnectionLost, err)
+		return fmt.Errorf("%w: %s: %v", ErrConnectionLost, what, err)
 	case <-t.C:
-		return fmt.Errorf("dps: %s: %w (%v)", what, ErrTimeout, c.s.OperationTimeout)
+		return fmt.Errorf("%w: %s: nothing within %v", ErrTimeout, what, c.s.OperationTimeout)
 	}
 }
 
@@ -297,9 +297,9 @@ func (c *client) request(ctx context.Context, what, topic string, body []byte, r
 			if r, ok := c.lastWord(rid); ok {
 				return r, nil
 			}
-			return response{}, fmt.Errorf("dps: %s: %w: %v", what, ErrConnectionLost, err)
+			return response{}, fmt.Errorf("%w: %s: %v", ErrConnectionLost, what, err)
 		case <-deadline.C:
-			return response{}, fmt.Errorf("dps: %s: %w: no response within %v", what, ErrTimeout, c.s.OperationTimeout)
+			return response{}, fmt.Errorf("%w: %s: no response within %v", ErrTimeout, what, c.s.OperationTimeout)
 		}
 	}
 }
@@ -345,7 +345,7 @@ func (c *client) run(ctx context.Context) (*Result, error) {
 	for {
 		requests++
 		if requests > c.s.MaxPolls+c.s.ThrottleRetries+1 {
-			return nil, fmt.Errorf("dps: %w after %d requests (%d polls)", ErrStillAssigning, requests-1, polls)
+			return nil, fmt.Errorf("%w after %d requests (%d polls)", ErrStillAssigning, requests-1, polls)
 		}
 		rid := c.nextRID()
 		var (
@@ -369,7 +369,7 @@ func (c *client) run(ctx context.Context) (*Result, error) {
 		case r.Status >= 200 && r.Status < 300:
 			op, rs, err := parseOperationStatus(r.Body)
 			if err != nil {
-				return nil, fmt.Errorf("dps: status %d: %w: %v", r.Status, ErrProtocol, err)
+				return nil, fmt.Errorf("%w: status %d: %v", ErrProtocol, r.Status, err)
 			}
 			if op.OperationID != "" {
 				operationID = op.OperationID
@@ -379,10 +379,10 @@ func (c *client) run(ctx context.Context) (*Result, error) {
 				return c.result(op, rs, polls)
 			case StatusAssigning, StatusUnassigned:
 				if operationID == "" {
-					return nil, fmt.Errorf("dps: status %q: %w: no operationId to poll", op.Status, ErrProtocol)
+					return nil, fmt.Errorf("%w: status %q without an operationId to poll", ErrProtocol, op.Status)
 				}
 				if polls >= c.s.MaxPolls {
-					return nil, fmt.Errorf("dps: operation %s: %w after %d polls", operationID, ErrStillAssigning, polls)
+					return nil, fmt.Errorf("%w: operation %s after %d polls", ErrStillAssigning, operationID, polls)
 				}
 			case statusRegistering:
 				operationID = ""
@@ -393,9 +393,9 @@ func (c *client) run(ctx context.Context) (*Result, error) {
 				}
 				return nil, fe
 			case StatusDisabled:
-				return nil, fmt.Errorf("dps: registration %s: %w (operation %s); re-enable the enrollment to provision this device", c.s.RegistrationID, ErrDisabled, op.OperationID)
+				return nil, fmt.Errorf("%w: registration %s (operation %s); re-enable the enrollment to provision this device", ErrDisabled, c.s.RegistrationID, op.OperationID)
 			default:
-				return nil, fmt.Errorf("dps: %w: unknown status %q", ErrProtocol, op.Status)
+				return nil, fmt.Errorf("%w: unknown status %q", ErrProtocol, op.Status)
 			}
 			if err := c.sleep(ctx, pollDelay(r, c.s.MinPollInterval)); err != nil {
 				return nil, fmt.Errorf("dps: waiting to poll operation %s: %w", operationID, err)
@@ -431,7 +431,7 @@ func (c *client) run(ctx context.Context) (*Result, error) {
 // hub and the device.
 func (c *client) result(op operationStatus, rs *registrationState, polls int) (*Result, error) {
 	if rs == nil || rs.AssignedHub == "" || rs.DeviceID == "" {
-		return nil, fmt.Errorf("dps: %w: status assigned without assignedHub and deviceId", ErrProtocol)
+		return nil, fmt.Errorf("%w: status assigned without assignedHub and deviceId", ErrProtocol)
 	}
 	res := &Result{
 		Status:            op.Status,
