@@ -231,9 +231,19 @@ func TestEmulatorPublish(t *testing.T) {
 }
 
 func TestEmulatorConnectionLostBeforePuback(t *testing.T) {
+	// paho fails pending tokens itself only with a clean session; either
+	// way Publish must report the loss, never success.
+	for _, clean := range []bool{false, true} {
+		t.Run(fmt.Sprintf("clean=%v", clean), func(t *testing.T) { testConnectionLost(t, clean) })
+	}
+}
+
+func testConnectionLost(t *testing.T, clean bool) {
 	e := startEmulator(t)
 	cert := e.device(t, "lost-1")
-	r := run(t, e.config(t, "lost-1", cert), nil)
+	cfg := e.config(t, "lost-1", cert)
+	cfg.CleanSession = clean
+	r := run(t, cfg, nil)
 	for round := range 5 {
 		r.connected(t)
 		e.emu.Faults().WithholdPubacks("lost-1", 1)
@@ -280,6 +290,30 @@ func TestEmulatorPublishTimeoutReconnects(t *testing.T) {
 	eventually(t, "a new connection after the timeout", func() bool { return r.State().Connects >= 2 && r.State().Connected })
 	if err := r.Publish(ctx, Message{Body: []byte("{}"), MessageID: "slow-1-2"}); err != nil {
 		t.Fatalf("Publish after reconnect: %v", err)
+	}
+}
+
+func TestEmulatorTwinTimeout(t *testing.T) {
+	e := startEmulator(t)
+	cert := e.device(t, "tto-1")
+	cfg := e.config(t, "tto-1", cert)
+	cfg.PublishTimeout = 200 * time.Millisecond
+	r := run(t, cfg, nil)
+	r.connected(t)
+	e.emu.Faults().Latency(2 * time.Second)
+	ctx := waitCtx(t)
+	if _, _, err := r.GetTwin(ctx); !errors.Is(err, ErrTimeout) {
+		t.Fatalf("GetTwin with a slow hub = %v, want ErrTimeout", err)
+	}
+	e.emu.Faults().Latency(-1)
+	// A slow twin answer does not cost the connection: once the hub has
+	// worked through the delayed request, requests succeed again on it.
+	eventually(t, "a twin request to succeed", func() bool {
+		_, err := r.UpdateReported(ctx, map[string]int{"x": 1})
+		return err == nil
+	})
+	if st := r.State(); st.Connects != 1 || !st.Connected {
+		t.Errorf("state %+v, want the first connection still up", st)
 	}
 }
 
