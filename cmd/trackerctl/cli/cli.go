@@ -27,6 +27,7 @@ func Commands() []cmdline.Command {
 		{Name: "group", Summary: "DPS enrollment groups: create, show, list, delete, deprovision", Run: cmdGroup},
 		{Name: "device", Summary: "devices: list, show, disenroll, reenroll, deregister, deprovision", Run: cmdDevice},
 		{Name: "image", Summary: imageSummary, Run: cmdImage},
+		{Name: "emulator", Summary: emulatorSummary, Run: cmdEmulator},
 	}
 }
 
