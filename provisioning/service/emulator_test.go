@@ -387,6 +387,19 @@ func TestDeprovisionDeviceOffline(t *testing.T) {
 	if len(steps) != 3 {
 		t.Errorf("progress steps = %q", steps)
 	}
+
+	// A rerun finds the identity disabled and does not ask again; it
+	// deletes the record the refused registration above left.
+	rep, err = c.fleet.DeprovisionDevice(ctx, "trk-off", d.Leaf, service.DeviceDeprovisionOptions{DrainTimeout: 5 * time.Second, OfflineWait: time.Hour, Disable: true})
+	if err != nil {
+		t.Fatalf("second DeprovisionDevice: %v", err)
+	}
+	if !rep.HubDisabled || rep.SentC2D || rep.Deregister.HubDevice != service.OutcomeDisabled || rep.Deregister.Registration != service.OutcomeDeleted {
+		t.Errorf("rerun report = %+v", rep)
+	}
+	if dev, err := c.hub.GetDevice(ctx, "trk-off"); err != nil || dev.CloudToDeviceMessageCount != 1 {
+		t.Errorf("hub device after rerun = %+v, %v; want still one pending C2D message", dev, err)
+	}
 }
 
 // TestDeprovisionDeviceOnline answers the deprovision method from a

@@ -200,6 +200,9 @@ type DeviceReport struct {
 	DeviceID string `json:"deviceId"`
 	// HubIdentity is false when the hub had no device to ask.
 	HubIdentity bool `json:"hubIdentity"`
+	// HubDisabled is true when the hub identity was already disabled, so
+	// the device could not connect to be asked.
+	HubDisabled bool `json:"hubDisabled,omitempty"`
 	// Answer is the device's answer; nil when it did not answer.
 	Answer *DeprovisionAnswer `json:"answer,omitempty"`
 	// SentC2D is true when the request went by cloud-to-device message
@@ -254,6 +257,13 @@ func (f *Fleet) DeprovisionDevice(ctx context.Context, id string, leaf *x509.Cer
 	case IsNotFound(err):
 	case err != nil:
 		return nil, err
+	case dev.Status == DeviceDisabled:
+		rep.HubIdentity, rep.HubDisabled = true, true
+		if twin, err := f.Hub.GetTwin(ctx, dev.DeviceID); err == nil {
+			if n, ok := ReportedUnsent(twin.Properties.Reported); ok {
+				rep.UnsentEstimate = n
+			}
+		}
 	default:
 		rep.HubIdentity = true
 		progress("asking the device to flush its buffer and seal the shipment")

@@ -254,6 +254,12 @@ func printDeviceReport(w io.Writer, rep *service.DeviceReport, complete bool) {
 	switch {
 	case !rep.HubIdentity:
 		fmt.Fprintf(w, "device %s has no hub identity: nothing to drain\n", rep.DeviceID)
+	case rep.HubDisabled:
+		n := "an unknown number of"
+		if rep.UnsentEstimate >= 0 {
+			n = fmt.Sprint(rep.UnsentEstimate)
+		}
+		fmt.Fprintf(w, "device %s's hub identity is disabled, so it cannot connect to drain; %s records may be left unsent\n", rep.DeviceID, n)
 	case rep.Answer != nil:
 		a := rep.Answer
 		shipment := ""
