@@ -28,6 +28,7 @@ func Commands() []cmdline.Command {
 		{Name: "device", Summary: "devices: list, show, disenroll, reenroll, deregister, deprovision", Run: cmdDevice},
 		{Name: "image", Summary: imageSummary, Run: cmdImage},
 		{Name: "emulator", Summary: emulatorSummary, Run: cmdEmulator},
+		{Name: "fleet", Summary: "simulate a fleet of trackers provisioning and streaming at once", Run: cmdFleet},
 	}
 }
 
