@@ -219,7 +219,9 @@ type progressLine struct {
 	drawn bool
 }
 
-func newProgressLine(env *cmdline.Env, what string) *progressLine { return &progressLine{env: env, what: what} }
+func newProgressLine(env *cmdline.Env, what string) *progressLine {
+	return &progressLine{env: env, what: what}
+}
 
 func (p *progressLine) update(done, total int, detail string) {
 	if !p.env.Terminal || total == 0 {

@@ -65,7 +65,7 @@ type Options struct {
 // Progress is a snapshot during the run.
 type Progress struct {
 	Devices, Started, Provisioned, Streaming, Failing int
-	Elapsed                                          time.Duration
+	Elapsed                                           time.Duration
 }
 
 // Percentiles summarises latencies.
