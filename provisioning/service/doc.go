@@ -30,8 +30,25 @@
 // PUT or DELETE given an ETag sends it as If-Match and fails with 412
 // ([ErrPreconditionFailed]) when the object changed in between.
 //
+// # Lifecycle operations
+//
+// [Fleet] combines both clients for the operator's steps that span DPS and
+// the hub: [Fleet.Disenroll] (a disabled individual enrollment, which blocks
+// one device of a group), [Fleet.Reenroll], [Fleet.Deregister] (hub identity
+// and registration record), [Fleet.DeprovisionDevice] (the delivery step:
+// ask the device to drain and seal, then disenroll and deregister) and
+// [Fleet.DeprovisionGroup]. Each treats objects that are already gone as
+// done, so an interrupted operation can simply be run again.
+//
+// The device is asked by direct method, or, when offline, by a
+// cloud-to-device message. [HubClient.SendC2D] uses IoT Hub's HTTPS
+// message format, which the local emulator serves; Azure IoT Hub takes
+// service-side C2D messages over AMQP only, so against Azure the fallback
+// is reported as not sent and deprovisioning goes on.
+//
 // # Concurrency
 //
-// Clients are safe for concurrent use. The package starts no goroutines and
-// never logs.
+// Clients are safe for concurrent use. The package never logs and starts no
+// goroutines, except [Fleet.DeprovisionGroup], which removes devices from a
+// bounded number of goroutines it waits for before returning.
 package service

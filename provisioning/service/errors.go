@@ -50,6 +50,7 @@ type APIError struct {
 	TrackingID string
 }
 
+// Error describes the call, the status and what the service said.
 func (e *APIError) Error() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "service: %s %s: %d %s", e.Method, e.Path, e.Status, http.StatusText(e.Status))
