@@ -100,7 +100,7 @@ func (c *Config) resolve() (*settings, error) {
 	}
 	host, port, err := splitEndpoint(c.Endpoint)
 	if err != nil {
-		bad("%v", err)
+		bad("Endpoint %v", err)
 	}
 	s.host, s.addr = host, net.JoinHostPort(host, port)
 	if c.IDScope == "" {
@@ -144,7 +144,7 @@ func (c *Config) resolve() (*settings, error) {
 	}
 	body, err := registerBody(c.RegistrationID, c.Payload)
 	if err != nil {
-		bad("%v", err)
+		bad("Payload %v", err)
 	}
 	s.body = body
 	if len(errs) > 0 {
@@ -184,27 +184,27 @@ func (c *Config) resolve() (*settings, error) {
 // to 8883.
 func splitEndpoint(ep string) (host, port string, err error) {
 	if ep == "" {
-		return "", "", errors.New("Endpoint is empty; use global.azure-devices-provisioning.net for Azure, or the emulator's dpsHost")
+		return "", "", errors.New("empty; use global.azure-devices-provisioning.net for Azure, or the emulator's dpsHost")
 	}
 	if strings.Contains(ep, "://") {
-		return "", "", fmt.Errorf("Endpoint %q has a scheme; give host[:port] only", ep)
+		return "", "", fmt.Errorf("%q has a scheme; give host[:port] only", ep)
 	}
 	if strings.ContainsAny(ep, "/?# ") {
-		return "", "", fmt.Errorf("Endpoint %q is not host[:port]", ep)
+		return "", "", fmt.Errorf("%q is not host[:port]", ep)
 	}
 	host, port, err = net.SplitHostPort(ep)
 	if err != nil {
 		// No port (or a bare IPv6 address).
 		host, port = strings.TrimSuffix(strings.TrimPrefix(ep, "["), "]"), DefaultPort
 		if strings.Count(ep, ":") == 1 {
-			return "", "", fmt.Errorf("Endpoint %q: %v", ep, err)
+			return "", "", fmt.Errorf("%q: %v", ep, err)
 		}
 	}
 	if host == "" {
-		return "", "", fmt.Errorf("Endpoint %q has no host", ep)
+		return "", "", fmt.Errorf("%q has no host", ep)
 	}
 	if n, err := strconv.Atoi(port); err != nil || n <= 0 || n > 65535 {
-		return "", "", fmt.Errorf("Endpoint %q: invalid port %q", ep, port)
+		return "", "", fmt.Errorf("%q: invalid port %q", ep, port)
 	}
 	return host, port, nil
 }
@@ -219,7 +219,7 @@ func registerBody(regID string, payload any) ([]byte, error) {
 	if payload != nil {
 		p, err := json.Marshal(payload)
 		if err != nil {
-			return nil, fmt.Errorf("Payload cannot be marshalled to JSON: %v", err)
+			return nil, fmt.Errorf("cannot be marshalled to JSON: %v", err)
 		}
 		if string(p) != "null" {
 			body.Payload = p

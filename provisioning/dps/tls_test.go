@@ -332,7 +332,7 @@ func TestConfigValidation(t *testing.T) {
 		mutate func(c *Config)
 		want   string
 	}{
-		{"no endpoint", func(c *Config) { c.Endpoint = "" }, "Endpoint is empty"},
+		{"no endpoint", func(c *Config) { c.Endpoint = "" }, "Endpoint empty"},
 		{"scheme", func(c *Config) { c.Endpoint = "mqtts://x" }, "scheme"},
 		{"no scope", func(c *Config) { c.IDScope = "" }, "IDScope"},
 		{"bad scope", func(c *Config) { c.IDScope = "0ne/x" }, "IDScope"},

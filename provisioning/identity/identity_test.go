@@ -330,7 +330,11 @@ func TestIdentityLogging(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, secret := range []string{string(keyPEM(t, dev)), fmt.Sprintf("%x", der), dev.Key.(*ecdsa.PrivateKey).D.String()} {
+	raw, err := dev.Key.(*ecdsa.PrivateKey).Bytes()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, secret := range []string{string(keyPEM(t, dev)), fmt.Sprintf("%x", der), fmt.Sprintf("%x", raw), fmt.Sprintf("%X", raw)} {
 		if strings.Contains(out, secret) || strings.Contains(id.String(), secret) {
 			t.Errorf("identity log or String() contains key material")
 		}
