@@ -272,12 +272,12 @@ func TestImportCommand(t *testing.T) {
 }
 
 func TestCheckName(t *testing.T) {
-	for _, good := range []string{"device.key", "chain.pem", "config.toml", "Trust Bundle.pem", "é.pem"} {
+	for _, good := range []string{"device.key", "chain.pem", "config.toml", "Trust Bundle.pem", "a-b_c+d(1).PEM"} {
 		if err := bootstrap.CheckName(good); err != nil {
 			t.Errorf("CheckName(%q) = %v, want nil", good, err)
 		}
 	}
-	for _, bad := range []string{"", ".hidden", "a/b", `a\b`, "a:b", "a*", "q?", "manifest.json", "MANIFEST.JSON", "tail ", "ctl\x01", strings.Repeat("x", 256)} {
+	for _, bad := range []string{"", ".hidden", "a/b", `a\b`, "a:b", "a*", "q?", "manifest.json", "MANIFEST.JSON", "tail ", "ctl\x01", "é.pem", "del\x7f", strings.Repeat("x", 256)} {
 		if err := bootstrap.CheckName(bad); err == nil {
 			t.Errorf("CheckName(%q) = nil, want an error", bad)
 		}

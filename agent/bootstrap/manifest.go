@@ -96,7 +96,7 @@ func IsPrivateKey(data []byte) bool {
 }
 
 // CheckName returns an error if name cannot be a bundle file name: it must
-// be a plain file name that is valid on FAT, not hidden, and not the
+// be a plain ASCII file name that is valid on FAT, not hidden, and not the
 // manifest's own name.
 func CheckName(name string) error {
 	switch {
@@ -112,7 +112,10 @@ func CheckName(name string) error {
 		return fmt.Errorf("%q ends in a space, which FAT drops", name)
 	}
 	for _, r := range name {
-		if r < 0x20 || r == 0x7f || strings.ContainsRune(`/\:*?"<>|`, r) {
+		if r > 0x7e {
+			return fmt.Errorf("%q contains %q: use ASCII letters, digits and punctuation", name, r)
+		}
+		if r < 0x20 || strings.ContainsRune(`/\:*?"<>|`, r) {
 			return fmt.Errorf("%q contains %q, which is not allowed in a FAT file name", name, r)
 		}
 	}
