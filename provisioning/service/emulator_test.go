@@ -33,7 +33,7 @@ type cloud struct {
 	ca    *pki.CA
 }
 
-func startCloud(t *testing.T) *cloud {
+func startCloud(t testing.TB) *cloud {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("starts the emulator")
@@ -88,7 +88,7 @@ func startCloud(t *testing.T) *cloud {
 }
 
 // group creates an enabled enrollment group for the cloud's CA.
-func (c *cloud) group(t *testing.T, id string) *service.EnrollmentGroup {
+func (c *cloud) group(t testing.TB, id string) *service.EnrollmentGroup {
 	t.Helper()
 	g, err := c.dps.PutGroup(t.Context(), &service.EnrollmentGroup{
 		EnrollmentGroupID:  id,
@@ -103,7 +103,7 @@ func (c *cloud) group(t *testing.T, id string) *service.EnrollmentGroup {
 }
 
 // device issues a device certificate.
-func (c *cloud) device(t *testing.T, id string) *pki.Device {
+func (c *cloud) device(t testing.TB, id string) *pki.Device {
 	t.Helper()
 	d, err := c.ca.IssueDevice(id, pki.DeviceOptions{})
 	if err != nil {
@@ -113,7 +113,7 @@ func (c *cloud) device(t *testing.T, id string) *pki.Device {
 }
 
 // dial connects an MQTT client with the device's certificate.
-func (c *cloud) dial(t *testing.T, d *pki.Device, username string, onConnect func(mqtt.Client)) (mqtt.Client, error) {
+func (c *cloud) dial(t testing.TB, d *pki.Device, username string, onConnect func(mqtt.Client)) (mqtt.Client, error) {
 	t.Helper()
 	host, _, _ := strings.Cut(c.info.HubHost, ":")
 	o := mqtt.NewClientOptions().AddBroker("ssl://" + c.info.MQTTAddr).SetClientID(d.ID).
@@ -133,7 +133,7 @@ func (c *cloud) dial(t *testing.T, d *pki.Device, username string, onConnect fun
 
 // register runs a DPS registration for d the way a device does (MQTT,
 // X.509) and returns the final operation status.
-func (c *cloud) register(t *testing.T, d *pki.Device) string {
+func (c *cloud) register(t testing.TB, d *pki.Device) string {
 	t.Helper()
 	cl, err := c.dial(t, d, c.info.IDScope+"/registrations/"+d.ID+"/api-version=2019-03-31", nil)
 	if err != nil {
@@ -587,4 +587,35 @@ func TestDeprovisionDeviceComesOnline(t *testing.T) {
 	if !r.rep.SentC2D || r.rep.Answer == nil || *r.rep.Answer != want {
 		t.Errorf("report = %+v, answer %+v; want C2D sent and then %+v", r.rep, r.rep.Answer, want)
 	}
+}
+
+// BenchmarkDeprovisionGroup measures how fast a group of 20 provisioned
+// devices is removed (hub identity and registration record each) with the
+// default parallelism, against the emulator over HTTPS.
+func BenchmarkDeprovisionGroup(b *testing.B) {
+	c := startCloud(b)
+	const n = 20
+	devices := make([]*pki.Device, n)
+	for i := range devices {
+		devices[i] = c.device(b, fmt.Sprintf("bench-%03d", i))
+	}
+	var removed int
+	b.ResetTimer()
+	for i := range b.N {
+		b.StopTimer()
+		id := fmt.Sprintf("grp-%d", i)
+		c.group(b, id)
+		for _, d := range devices {
+			if st := c.register(b, d); st != service.RegistrationAssigned {
+				b.Fatalf("register %s = %s", d.ID, st)
+			}
+		}
+		b.StartTimer()
+		rep, err := c.fleet.DeprovisionGroup(b.Context(), id, service.GroupDeprovisionOptions{})
+		if err != nil || rep.DevicesDeleted != n {
+			b.Fatalf("DeprovisionGroup = %+v, %v", rep, err)
+		}
+		removed += rep.DevicesDeleted
+	}
+	b.ReportMetric(float64(removed)/b.Elapsed().Seconds(), "devices/s")
 }
