@@ -479,4 +479,3 @@ func encodeLines(lines []simLine) []byte {
 	}
 	return out.Bytes()
 }
-
