@@ -207,3 +207,44 @@ func TestFullOfAlerts(t *testing.T) {
 		t.Errorf("Append after acknowledging half = %v", err)
 	}
 }
+
+func TestBudgetLoweredBetweenSessions(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "buf.db")
+	b, _ := mustOpen(t, path, Options{Sync: SyncBatch, MaxBytes: 1 << 20})
+	data := make([]byte, 300)
+	var alerts []uint64
+	for i := range 1000 {
+		c := Routine
+		if i%200 == 0 {
+			c = Alert
+		}
+		s := mustAppend(t, b, c, t0, string(data))
+		if c == Alert {
+			alerts = append(alerts, s)
+		}
+	}
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	b2, _ := mustOpen(t, path, Options{MaxBytes: 256 << 10})
+	st := b2.Stats()
+	if st.Bytes > st.LiveLimit || st.Thinned+st.Dropped == 0 {
+		t.Errorf("after reopening with a quarter of the budget: live %d (cap %d), evicted %d; want eviction down to the cap", st.Bytes, st.LiveLimit, st.Thinned+st.Dropped)
+	}
+	urgent, err := b2.PeekUrgent(100, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[uint64]bool{}
+	for _, e := range urgent {
+		got[e.Seq] = true
+	}
+	for _, s := range alerts {
+		if !got[s] {
+			t.Errorf("alert %d lost when the budget was lowered", s)
+		}
+	}
+	if _, err := b2.Append(Routine, t0, data); err != nil {
+		t.Errorf("Append after lowering the budget = %v", err)
+	}
+}

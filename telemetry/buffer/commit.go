@@ -287,17 +287,22 @@ func (b *Buffer) finishTx(tx *bolt.Tx, res *txResult, reserve uint64, closing bo
 // next transaction, then the original commit once more.
 func (b *Buffer) retryFull(recs []pendingRec, acks map[uint64]struct{}, reserve uint64, closing bool) (txResult, error) {
 	var freed txResult
-	err := b.db.Update(func(tx *bolt.Tx) error {
-		rb := tx.Bucket(recordsBucket)
-		freed = txResult{st: b.v.st, live: b.v.live, depth: b.v.depth}
-		if err := b.deleteAcked(rb, acks, &freed); err != nil {
-			return err
-		}
-		target := min(b.lowWater, freed.live-b.liveLimit/8)
-		if err := b.evict(rb, &freed, target); err != nil {
-			return err
-		}
-		return b.finishTx(tx, &freed, reserve, false)
+	// Deleting needs a few pages of its own (copy-on-write), so this
+	// transaction may exceed the budget slightly: otherwise a file full of
+	// alerts could not even record acknowledgements.
+	err := b.uncapped(func() error {
+		return b.db.Update(func(tx *bolt.Tx) error {
+			rb := tx.Bucket(recordsBucket)
+			freed = txResult{st: b.v.st, live: b.v.live, depth: b.v.depth}
+			if err := b.deleteAcked(rb, acks, &freed); err != nil {
+				return err
+			}
+			target := min(b.lowWater, freed.live-b.liveLimit/8)
+			if err := b.evict(rb, &freed, target); err != nil {
+				return err
+			}
+			return b.finishTx(tx, &freed, reserve, false)
+		})
 	})
 	if err != nil {
 		return txResult{}, fmt.Errorf("buffer: commit %d records: %w (evicting to make room failed: %v)", len(recs), ErrFull, err)
@@ -310,6 +315,15 @@ func (b *Buffer) retryFull(recs []pendingRec, acks map[uint64]struct{}, reserve 
 		return res, fmt.Errorf("buffer: commit %d records: %w (%v)", len(recs), ErrFull, err)
 	}
 	return res, err
+}
+
+// uncapped runs f with bbolt's MaxSize lifted. It must be called with
+// commitMu held (only write transactions read MaxSize).
+func (b *Buffer) uncapped(f func() error) error {
+	saved := b.db.MaxSize
+	b.db.MaxSize = 0
+	defer func() { b.db.MaxSize = saved }()
+	return f()
 }
 
 // evict removes routine records until res.live is at most target, by the

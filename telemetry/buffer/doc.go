@@ -71,7 +71,9 @@
 //     first), and a region is thinned again, up to three times (one record
 //     in eight left), before the next newer region is touched.
 //  4. Only when every region older than the protected window has been
-//     thinned three times are the oldest routine records dropped outright.
+//     thinned three times are the oldest routine records dropped outright
+//     (from the protected window too, if alerts and events alone leave no
+//     room).
 //
 // Each kind of removal in a commit is reported by one gap event (class
 // Event, a telemetry.Record of kind "gap" with the first and last seq and
@@ -84,9 +86,14 @@
 //
 // If bbolt reports its MaxSize reached (or the disk reports ENOSPC), the
 // commit is retried once after a transaction that only deletes
-// (acknowledged records and an extra eighth of the cap); if it still fails,
-// Append returns an error wrapping [ErrFull]. That happens only when alerts
-// and events alone fill the budget, or the file system is full.
+// (acknowledged records and an extra eighth of the cap; it may exceed the
+// budget by the few pages a delete needs, so acknowledgements can always be
+// recorded); if it still fails, Append returns an error wrapping [ErrFull].
+// That happens only when alerts and events alone fill the budget, or the
+// file system is full.
+//
+// Lowering MaxBytes between sessions does not shrink an existing file; it
+// stops its growth, and Open's first commit evicts down to the new cap.
 //
 // # Recovery
 //

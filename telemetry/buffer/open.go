@@ -245,8 +245,11 @@ func (b *Buffer) open() (*Recovery, error) {
 	}
 
 	b.v.live, b.v.depth, b.v.urgent = o.live, o.depth, o.urgent
+	// The first commit may exceed the file budget (a budget lowered in the
+	// config, salvaged records): it evicts down to the cap itself, and a
+	// buffer that cannot write its first commit would refuse to start.
 	b.commitMu.Lock()
-	err = b.commit(commitOpen)
+	err = b.uncapped(func() error { return b.commit(commitOpen) })
 	b.commitMu.Unlock()
 	if err != nil {
 		b.db.Close()
