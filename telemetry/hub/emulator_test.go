@@ -356,6 +356,44 @@ func TestEmulatorMaxInFlight(t *testing.T) {
 	}
 }
 
+func TestEmulatorAbandonedPublishKeepsSlot(t *testing.T) {
+	e := startEmulator(t)
+	cert := e.device(t, "aban-1")
+	cfg := e.config(t, "aban-1", cert)
+	cfg.MaxInFlight = 1
+	r := run(t, cfg, nil)
+	r.connected(t)
+	e.emu.Faults().WithholdPubacks("aban-1", 1)
+	ctx := waitCtx(t)
+	short, cancel := context.WithCancel(ctx)
+	res := make(chan error, 1)
+	go func() { res <- r.Publish(short, Message{Body: []byte("{}"), MessageID: "aban-1-a"}) }()
+	if _, err := e.emu.WaitEvent(ctx, func(ev emulator.Event) bool {
+		return ev.Kind == emulator.EventPubackWithheld && strings.Contains(ev.Detail, "aban-1-a")
+	}); err != nil {
+		t.Fatal(err)
+	}
+	cancel()
+	if err := <-res; !errors.Is(err, context.Canceled) {
+		t.Fatalf("abandoned Publish = %v, want context.Canceled", err)
+	}
+	if n := r.State().InFlight; n != 1 {
+		t.Errorf("in flight after abandoning an unacknowledged publish = %d, want 1 (the slot stays taken)", n)
+	}
+	short2, cancel2 := context.WithTimeout(ctx, 100*time.Millisecond)
+	err := r.Publish(short2, Message{Body: []byte("{}"), MessageID: "aban-1-b"})
+	cancel2()
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Publish with the window held = %v, want context.DeadlineExceeded", err)
+	}
+	e.emu.Faults().DropDevice("aban-1")
+	eventually(t, "the slot to be released by the connection loss", func() bool { return r.State().InFlight == 0 })
+	r.connected(t)
+	if err := r.Publish(ctx, Message{Body: []byte("{}"), MessageID: "aban-1-c"}); err != nil {
+		t.Fatalf("Publish after the loss: %v", err)
+	}
+}
+
 func TestEmulatorSecondClientKicksFirst(t *testing.T) {
 	e := startEmulator(t)
 	cert := e.device(t, "dup-1")

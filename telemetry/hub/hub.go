@@ -165,7 +165,6 @@ type Client struct {
 	slots   chan struct{} // MaxInFlight publish slots
 	rid     atomic.Uint64
 	running atomic.Bool
-	gen     atomic.Uint64
 
 	events  chan event
 	methods chan methodCall

@@ -18,7 +18,9 @@ import (
 //     connection is dropped and re-established);
 //   - [ErrInvalidMessage] if the hub would never accept m;
 //   - ctx's error if ctx ends first, also while waiting for one of the
-//     [Config.MaxInFlight] slots.
+//     [Config.MaxInFlight] slots. A message already sent keeps its slot
+//     until its PUBACK, the end of the connection or the publish timeout,
+//     so abandoned publishes cannot grow the window.
 func (c *Client) Publish(ctx context.Context, m Message) error {
 	topic, err := eventTopic(c.cfg.DeviceID, &m)
 	if err != nil {
@@ -35,10 +37,16 @@ func (c *Client) Publish(ctx context.Context, m Message) error {
 	case <-ctx.Done():
 		return fmt.Errorf("hub: publish %s: %w", m.MessageID, ctx.Err())
 	}
-	defer func() { <-c.slots }()
+	handedOff := false
+	defer func() {
+		if !handedOff {
+			<-c.slots
+		}
+	}()
 
+	deadline := time.Now().Add(c.cfg.PublishTimeout)
 	tok := s.pc.Publish(topic, 1, false, m.Body)
-	t := time.NewTimer(c.cfg.PublishTimeout)
+	t := time.NewTimer(time.Until(deadline))
 	defer t.Stop()
 	select {
 	case <-tok.Done():
@@ -53,6 +61,19 @@ func (c *Client) Publish(ctx context.Context, m Message) error {
 		}
 		return fmt.Errorf("hub: publish %s: %w", m.MessageID, s.lostReason())
 	case <-ctx.Done():
+		// The message is out and still counts against the window until
+		// its PUBACK, the end of the connection or the publish timeout.
+		handedOff = s.goOwned(func() {
+			defer func() { <-c.slots }()
+			t := time.NewTimer(time.Until(deadline))
+			defer t.Stop()
+			select {
+			case <-tok.Done():
+			case <-s.done:
+			case <-t.C:
+				s.end(fmt.Errorf("hub: publish %s: no PUBACK within %v: %w", m.MessageID, c.cfg.PublishTimeout, ErrTimeout))
+			}
+		})
 		return fmt.Errorf("hub: publish %s: %w", m.MessageID, ctx.Err())
 	case <-t.C:
 		err := fmt.Errorf("hub: publish %s: no PUBACK within %v: %w", m.MessageID, c.cfg.PublishTimeout, ErrTimeout)

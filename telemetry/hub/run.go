@@ -68,7 +68,7 @@ func (c *Client) Run(ctx context.Context) error {
 		refusals = 0
 		c.setConnected(s)
 		c.log.Info("connected", "host", c.addr, "session_present", s.sessionPresent)
-		s.wg.Go(func() { c.syncDesired(s) })
+		s.goOwned(func() { c.syncDesired(s) })
 
 		<-s.done
 		reason := s.reason()

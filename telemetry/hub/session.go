@@ -23,9 +23,8 @@ const disconnectQuiesce = 500 // milliseconds
 // session is one MQTT connection with its own paho client. A PUBACK counts
 // only for publishes made through the session that received it.
 type session struct {
-	c   *Client
-	gen uint64
-	pc  mqtt.Client
+	c  *Client
+	pc mqtt.Client
 
 	ctx    context.Context // ends with the connection
 	end    context.CancelCauseFunc
@@ -39,7 +38,21 @@ type session struct {
 	raw       net.Conn
 	rawClosed bool
 
-	wg sync.WaitGroup // goroutines owned by the session
+	mu      sync.Mutex
+	closing bool           // no more goroutines may start
+	wg      sync.WaitGroup // goroutines owned by the session
+}
+
+// goOwned runs f in a goroutine the session waits for on close, unless the
+// session is already closing; it reports whether f was started.
+func (s *session) goOwned(f func()) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closing {
+		return false
+	}
+	s.wg.Go(f)
+	return true
 }
 
 // errConnClosed is the cause of a session ended by Run itself.
@@ -122,7 +135,7 @@ func classifyConnect(rc byte, err error) failureKind {
 // and not yet published as current.
 func (c *Client) connect(ctx context.Context) (*session, error) {
 	sctx, end := context.WithCancelCause(ctx)
-	s := &session{c: c, gen: c.gen.Add(1), ctx: sctx, end: end, done: sctx.Done()}
+	s := &session{c: c, ctx: sctx, end: end, done: sctx.Done()}
 
 	opts := mqtt.NewClientOptions()
 	opts.AddBroker("ssl://" + c.addr)
@@ -216,6 +229,9 @@ func (s *session) subscribe() error {
 func (s *session) close() {
 	s.end(errConnClosed)
 	s.pc.Disconnect(disconnectQuiesce)
+	s.mu.Lock()
+	s.closing = true
+	s.mu.Unlock()
 	s.wg.Wait()
 }
 
