@@ -120,7 +120,8 @@ func cmdDeviceDisenroll(ctx context.Context, env *cmdline.Env, args []string) er
 	if _, err := fleet.Disenroll(ctx, leaf); err != nil {
 		return s.dpsErr(err)
 	}
-	fmt.Fprintf(env.Stdout, "device %s disenrolled: a disabled individual enrollment blocks it from provisioning\n", id)
+	fmt.Fprintf(env.Stdout, "device %s disenrolled: a disabled individual enrollment blocks it from provisioning\n"+
+		"its hub identity works until 'trackerctl device deregister --id %s'\n", id, id)
 	return nil
 }
 
