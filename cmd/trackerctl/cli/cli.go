@@ -29,6 +29,7 @@ func Commands() []cmdline.Command {
 		{Name: "image", Summary: imageSummary, Run: cmdImage},
 		{Name: "emulator", Summary: emulatorSummary, Run: cmdEmulator},
 		{Name: "fleet", Summary: "simulate a fleet of trackers provisioning and streaming at once", Run: cmdFleet},
+		{Name: "report", Summary: reportSummary, Run: cmdReport},
 	}
 }
 
