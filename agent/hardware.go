@@ -50,7 +50,9 @@ func openHardware(cfg *config.Config, deviceID string, log *slog.Logger) (EnvSen
 		if err != nil {
 			return nil, nil, fmt.Errorf("simulated sensor: %w (profiles: %s)", err, strings.Join(envsim.ProfileNames(), ", "))
 		}
-		sensor = envAdapter{s}
+		// Through the prober like real hardware: the plausibility check and
+		// re-probing apply to scripted failures too.
+		sensor = envAdapter{env.NewProber(s.OpenFunc(), probe)}
 	case "none":
 	}
 

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 
+	"github.com/coldchain/tracker/agent/bootstrap"
 	"github.com/coldchain/tracker/agent/buildinfo"
 	"github.com/coldchain/tracker/agent/cmdline"
 )
@@ -22,6 +23,7 @@ const DefaultConfigPath = "/etc/trackerd/config.toml"
 func Commands() []cmdline.Command {
 	return []cmdline.Command{
 		{Name: "run", Summary: "run the daemon (the systemd service)", Run: cmdRun},
+		bootstrap.ImportCommand(),
 		{Name: "version", Summary: "print version, commit and Go version", Run: cmdVersion},
 		{Name: "check-config", Summary: "validate the configuration file and exit", Run: cmdCheckConfig},
 		{Name: "status", Summary: "show the running daemon's state (identity, link, sensors, buffer)", Run: cmdStatus},

@@ -37,6 +37,7 @@ func cmdStatus(ctx context.Context, env *cmdline.Env, args []string) error {
 		"Show the running daemon's identity, provisioning and connection state, clock,\n"+
 			"sensor and GPS health, buffer and recent warnings (80 columns, for a serial console).")
 	asJSON := fs.Bool("json", false, "print the raw status as JSON")
+	asLine := fs.Bool("line", false, "print one line: device, state, hub, temperature, position, buffer depth (for fleet tables)")
 	dir := runtimeDirFlags(fs)
 	if err := cmdline.Parse(env, fs, args); err != nil {
 		return err
@@ -55,8 +56,33 @@ func cmdStatus(ctx context.Context, env *cmdline.Env, args []string) error {
 	if err := json.Unmarshal(raw, &st); err != nil {
 		return fmt.Errorf("decode status: %w", err)
 	}
+	if *asLine {
+		fmt.Fprintln(env.Stdout, StatusLine(&st))
+		return nil
+	}
 	RenderStatus(env.Stdout, &st)
 	return nil
+}
+
+// StatusLineHeader labels the columns of [StatusLine].
+const StatusLineHeader = "DEVICE           STATE          HUB              TEMP °C  POSITION             UNSENT"
+
+// StatusLine renders st on one line under [StatusLineHeader].
+func StatusLine(st *agent.Status) string {
+	state := st.Provisioning.State
+	if state == "assigned" {
+		state = st.Connection.State
+	}
+	temp := "-"
+	if st.Sensor.TempC != nil {
+		temp = fmt.Sprintf("%.2f", *st.Sensor.TempC)
+	}
+	pos := "no fix"
+	if st.GPS.Lat != nil && st.GPS.Lon != nil {
+		pos = fmt.Sprintf("%.4f,%.4f", *st.GPS.Lat, *st.GPS.Lon)
+	}
+	id := orDash(st.Identity.DeviceID, st.Identity.RegistrationID)
+	return fmt.Sprintf("%-16.16s %-14.14s %-16.16s %7s  %-20.20s %6d", id, state, orDash(st.Identity.Hub, "-"), temp, pos, st.Buffer.Depth)
 }
 
 // RenderStatus prints st for an 80-column console.
