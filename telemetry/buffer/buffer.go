@@ -136,9 +136,10 @@ func (o Options) MaxRecord() int {
 	return int(m)
 }
 
-// Stats is a snapshot of the buffer's counters. Depth, Bytes, Urgent and
-// Oldest* describe what is committed; Pending and PendingAcks what is
-// waiting for the next commit. Counters ending in "s" count since Open.
+// Stats is a snapshot of the buffer's counters. Depth, Urgent, Bytes and
+// Oldest* describe what is committed; Pending and PendingAcks what waits for
+// the next commit. Commits, Thinned, Dropped, Evicted, GapEvents,
+// FullRetries, WriteErrors and Lost count since Open.
 type Stats struct {
 	// Depth is the number of committed records not yet acknowledged and
 	// committed as such.
@@ -288,7 +289,7 @@ func (b *Buffer) Append(class Class, t time.Time, data []byte) (uint64, error) {
 	select {
 	case <-bt.done: // someone else committed our batch
 	default:
-		b.commit(commitNormal) //nolint:errcheck // the error is in bt.err
+		_ = b.commit(commitNormal) // the error is in bt.err
 	}
 	b.commitMu.Unlock()
 	if bt.err != nil {
@@ -401,7 +402,7 @@ func (b *Buffer) flusher() {
 			b.mu.Unlock()
 			if work {
 				b.commitMu.Lock()
-				b.commit(commitNormal) //nolint:errcheck // recorded in stats; Append reports it
+				_ = b.commit(commitNormal) // recorded in Stats; later Appends report it
 				b.commitMu.Unlock()
 			}
 		}

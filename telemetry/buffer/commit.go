@@ -44,8 +44,8 @@ const (
 const (
 	// hwAhead is how far the seq high-water file runs ahead of use.
 	hwAhead = 4096
-	// eventMargin bounds the events one commit can add, so their seqs stay
-	// below the high-water file's floor.
+	// eventMargin is how close the seqs in use may come to the high-water
+	// file's floor before it is moved ahead.
 	eventMargin = 16
 	// mergeGapsAt is how many undelivered eviction gap events may exist
 	// before they are folded into one per reason.
@@ -102,7 +102,6 @@ func (b *Buffer) commit(kind commitKind) error {
 	if closing {
 		reserve = b.nextSeq
 	}
-	hw := b.hwReserved
 	b.mu.Unlock()
 
 	var err error
@@ -113,22 +112,12 @@ func (b *Buffer) commit(kind commitKind) error {
 	case len(bt.recs) == 0 && len(acks) == 0 && kind == commitNormal:
 		// Nothing to write.
 	default:
-		if reserve+eventMargin >= hw {
-			hw = reserve + eventMargin + hwAhead
-			if err = writeHighWater(b.hwPath, hw); err == nil {
-				b.mu.Lock()
-				b.hwReserved = hw
-				b.mu.Unlock()
-			}
-		}
-		if err == nil {
-			res, err = b.writeTx(bt.recs, acks, reserve, closing)
-			if isFull(err) {
-				b.mu.Lock()
-				b.stats.FullRetries++
-				b.mu.Unlock()
-				res, err = b.retryFull(bt.recs, acks, reserve, closing)
-			}
+		res, err = b.writeTx(bt.recs, acks, reserve, closing)
+		if isFull(err) {
+			b.mu.Lock()
+			b.stats.FullRetries++
+			b.mu.Unlock()
+			res, err = b.retryFull(bt.recs, acks, reserve, closing)
 		}
 	}
 
@@ -257,13 +246,26 @@ func (b *Buffer) deleteAcked(rb *bolt.Bucket, acks map[uint64]struct{}, res *txR
 	return nil
 }
 
-// finishTx writes the state and records the oldest remaining record.
+// finishTx moves the seq high-water file ahead if needed, writes the state
+// and records the oldest remaining record. The high-water file is written
+// before the transaction commits, so it is on flash before any seq this
+// transaction makes durable, or any seq below the reservation, is used.
 func (b *Buffer) finishTx(tx *bolt.Tx, res *txResult, reserve uint64, closing bool) error {
 	b.mu.Lock()
 	next := b.nextSeq // includes seqs taken by gap events in this transaction
+	hw := b.hwReserved
 	b.mu.Unlock()
 	if closing {
 		reserve = max(reserve, next)
+	}
+	if need := max(reserve, next) + eventMargin; need >= hw {
+		hw = need + hwAhead
+		if err := writeHighWater(b.hwPath, hw); err != nil {
+			return err
+		}
+		b.mu.Lock()
+		b.hwReserved = hw
+		b.mu.Unlock()
 	}
 	res.st.Reserved = max(res.st.Reserved, reserve)
 	res.st.Clean = closing
