@@ -209,7 +209,9 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 		g.Go(func() error { return api.Serve(ctx) })
 	}
 
-	sampBeat, _ := a.super.Register("sampler", 3*a.cfg.Sensor.Interval.D()+30*time.Second)
+	// A read may take up to its 5 s timeout; beyond that plus three
+	// intervals, the sampler is stuck (a hung bus ignoring its deadline).
+	sampBeat, _ := a.super.Register("sampler", 3*a.cfg.Sensor.Interval.D()+10*time.Second)
 	pubBeat, _ := a.super.Register("publisher", 2*time.Minute)
 	provBeat, _ := a.super.Register("provisioner", 2*time.Minute)
 
