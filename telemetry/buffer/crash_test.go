@@ -33,6 +33,7 @@ func TestHelperProcess(t *testing.T) {
 		t.Skip("crash-test child only")
 	}
 	batch, _ := strconv.Atoi(os.Getenv(helperBatchEnv))
+	fmt.Printf("opening\n")
 	b, rec, err := Open(path, Options{
 		Sync: SyncPolicy(os.Getenv(helperSyncEnv)), BatchRecords: batch,
 		BatchInterval: time.Hour, MaxBytes: 256 << 20,
@@ -94,34 +95,36 @@ func runChild(t *testing.T, path string, policy SyncPolicy, batch int, rng *rand
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	lines := make(chan string, 1024)
-	readDone := make(chan []string)
+	opening, opened := make(chan struct{}), make(chan struct{})
+	readDone := make(chan []string, 1)
 	go func() {
 		var all []string
 		sc := bufio.NewScanner(out)
-		first := true
 		for sc.Scan() {
 			all = append(all, sc.Text())
-			if first && strings.HasPrefix(sc.Text(), "open ") {
-				first = false
-				lines <- sc.Text()
+			switch {
+			case sc.Text() == "opening":
+				close(opening)
+			case strings.HasPrefix(sc.Text(), "open "):
+				close(opened)
 			}
 		}
-		close(lines)
 		readDone <- all
 	}()
-	// Kill at a random moment: one run in five during Open, the others
-	// 0-30 ms into the append loop.
+	// Kill at a random moment: one run in five 0-10 ms into Open, the
+	// others 0-30 ms into the append loop.
+	wait, window := opened, 30_000
 	if rng.IntN(5) == 0 {
-		<-time.After(time.Duration(rng.IntN(15_000)) * time.Microsecond)
-	} else {
-		select {
-		case <-lines:
-		case <-time.After(30 * time.Second):
-			t.Fatal("child did not open the buffer within 30s")
-		}
-		<-time.After(time.Duration(rng.IntN(30_000)) * time.Microsecond)
+		wait, window = opening, 10_000
 	}
+	select {
+	case <-wait:
+	case <-time.After(30 * time.Second):
+		cmd.Process.Kill()
+		cmd.Wait()
+		t.Fatal("child did not get going within 30s")
+	}
+	<-time.After(time.Duration(rng.IntN(window)) * time.Microsecond)
 	if err := cmd.Process.Kill(); err != nil {
 		t.Fatal(err)
 	}
