@@ -54,7 +54,7 @@ func Analyze(t *Telemetry, opts Options) (*Report, error) {
 	var seal *DeviceRecord
 	first := true
 	for _, r := range ship {
-		if r.Kind == telemetry.KindSeal && seal == nil {
+		if r.Kind == telemetry.KindSeal && (seal == nil || r.Seq < seal.Seq) {
 			seal = r
 		}
 		if !trusted(&r.Record) {

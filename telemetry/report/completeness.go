@@ -110,6 +110,8 @@ func completeness(rep *Report, devRecs, ship []*DeviceRecord, median time.Durati
 			present = append(present, r.Seq)
 		}
 	}
+	slices.Sort(present) // Telemetry.Records may come from a caller, unsorted
+	present = slices.Compact(present)
 	cover := mergeRanges(c.GapEvents)
 	for i := 1; i < len(present); i++ {
 		if present[i] <= present[i-1]+1 {
