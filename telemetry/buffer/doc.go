@@ -99,9 +99,9 @@
 //
 // Open never refuses to start because of damage. Before bbolt maps the
 // file, Open walks it with ordinary reads and checks every page bbolt will
-// touch (meta checksums, page ids and types, element bounds, key order)
-// and every record's checksum: bbolt trusts its file, and a garbled page
-// can otherwise crash the process inside bbolt. A file that fails is
+// touch (meta checksums, page ids and types, element bounds, key order):
+// bbolt trusts its file, and a garbled page can otherwise crash the
+// process inside bbolt. A file that fails is
 // renamed to <path>.corrupt-<UTC time> and kept for forensics (the two
 // newest such files are kept, older ones deleted), its intact records are
 // salvaged into a new file, numbering resumes above the high-water file,

@@ -261,8 +261,8 @@ func (b *Buffer) open() (*Recovery, error) {
 	return rec, nil
 }
 
-// checkPath runs the pre-open walk on the file at path, checking every
-// record's checksum as well as the structure.
+// checkPath runs the pre-open structural walk on the file at path (record
+// checksums are checked by openDB's scan).
 func checkPath(path string) error {
 	f, err := os.Open(path)
 	if err != nil {
