@@ -16,7 +16,7 @@ func checkOwner(dir string, fi fs.FileInfo) error {
 	if !ok {
 		return nil
 	}
-	if euid := os.Geteuid(); int(st.Uid) != euid {
+	if euid := os.Geteuid(); int64(st.Uid) != int64(euid) {
 		return fmt.Errorf("%w: %s is owned by uid %d but this process runs as uid %d; run 'chown %d %s' or set state_dir to a directory of your own", ErrStateDir, dir, st.Uid, euid, euid, dir)
 	}
 	return nil
