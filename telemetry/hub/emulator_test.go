@@ -38,7 +38,8 @@ func startEmulator(t testing.TB) *hubEnv {
 	if testing.Short() {
 		t.Skip("emulator test skipped in -short mode")
 	}
-	emu, err := emulator.New(emulator.Config{StateDir: t.TempDir(), MQTTAddr: "127.0.0.1:0", HTTPSAddr: "127.0.0.1:0"})
+	emu, err := emulator.New(emulator.Config{StateDir: t.TempDir(), MQTTAddr: "127.0.0.1:0", HTTPSAddr: "127.0.0.1:0",
+		Logger: testLogger(t).With("side", "emulator")})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -662,6 +663,12 @@ func TestEmulatorC2D(t *testing.T) {
 	// Sent while offline: delivered after the reconnect (persistent
 	// session, CleanSession false).
 	if err := r.stop(); !errors.Is(err, context.Canceled) {
+		t.Fatal(err)
+	}
+	// Offline as far as the hub knows.
+	if _, err := e.emu.WaitEvent(ctx, func(ev emulator.Event) bool {
+		return ev.Kind == emulator.EventHubDisconnect && ev.DeviceID == "c2d-1"
+	}); err != nil {
 		t.Fatal(err)
 	}
 	if err := e.svc.SendC2D(ctx, "c2d-1", []byte(`offline`), nil); err != nil {
