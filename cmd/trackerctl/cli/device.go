@@ -26,6 +26,7 @@ func deviceCommands() []cmdline.Command {
 	return []cmdline.Command{
 		{Name: "bundle", Summary: "write the directory a board needs: certificate, key, trust bundle, config", Run: cmdDeviceBundle},
 		{Name: "list", Summary: "list devices: registration state, hub status, last activity", Run: cmdDeviceList},
+		{Name: "shipment", Summary: "start a shipment on a loaded tracker (twin desired shipmentId)", Run: cmdDeviceShipment},
 		{Name: "show", Summary: "show one device's enrollment, registration, hub identity and twin", Run: cmdDeviceShow},
 		{Name: "disenroll", Summary: "block a device from provisioning (disabled individual enrollment)", Run: cmdDeviceDisenroll},
 		{Name: "reenroll", Summary: "remove a device's individual enrollment so its group admits it again", Run: cmdDeviceReenroll},
