@@ -205,12 +205,34 @@ func (e *Emulator) register(s *session, payload []byte) (*dpsOp, int, any) {
 		}
 	}
 	now := time.Now().UTC()
-	var res registrationOutcome
-	err := e.store.update(func(tx *bolt.Tx) error {
+	// Attestation (chain verification) runs outside the write transaction,
+	// so concurrent registrations verify in parallel and the serialised
+	// part is a few puts. An enrollment change in between makes the
+	// transaction match again.
+	key := strings.ToLower(s.id)
+	gen := e.enrollGen.Load()
+	var match *enrollmentMatch
+	var why string
+	err := e.store.view(func(tx *bolt.Tx) error {
 		var err error
-		res, err = e.registerTx(tx, s, body.Payload, now)
+		match, why, err = e.matchEnrollment(tx, s.chain, key, now)
 		return err
 	})
+	var res registrationOutcome
+	if err == nil {
+		err = e.store.update(func(tx *bolt.Tx) error {
+			m, w := match, why
+			if e.enrollGen.Load() != gen {
+				var err error
+				if m, w, err = e.matchEnrollment(tx, s.chain, key, now); err != nil {
+					return err
+				}
+			}
+			var err error
+			res, err = e.registerTx(tx, s, m, w, body.Payload, now)
+			return err
+		})
+	}
 	if err != nil {
 		e.log.Error("registration failed", "registration_id", s.id, "err", err)
 		return nil, 500, newDPSError(500000, "internal error: "+err.Error())
@@ -278,9 +300,9 @@ func (m enrollmentMatch) status() string {
 	return m.group.ProvisioningStatus
 }
 
-// registerTx does the work of a registration inside one transaction: count
-// the request, find the enrollment, and record the outcome.
-func (e *Emulator) registerTx(tx *bolt.Tx, s *session, payload json.RawMessage, now time.Time) (registrationOutcome, error) {
+// registerTx records a registration inside one transaction: count the
+// request, then record the outcome of the enrollment match.
+func (e *Emulator) registerTx(tx *bolt.Tx, s *session, match *enrollmentMatch, why string, payload json.RawMessage, now time.Time) (registrationOutcome, error) {
 	var out registrationOutcome
 	key := strings.ToLower(s.id)
 	count, _, err := getJSON[int64](tx, bucketRegCounts, key)
@@ -289,10 +311,6 @@ func (e *Emulator) registerTx(tx *bolt.Tx, s *session, payload json.RawMessage, 
 	}
 	out.count = count + 1
 	if err := putJSON(tx, bucketRegCounts, key, out.count); err != nil {
-		return out, err
-	}
-	match, why, err := e.matchEnrollment(tx, s.chain, key, now)
-	if err != nil {
 		return out, err
 	}
 	if match == nil {

@@ -178,6 +178,9 @@ type Emulator struct {
 
 	hubCAs atomic.Pointer[x509.CertPool]
 	twinMu sync.Mutex // orders service-side twin updates and their notifications
+	// enrollGen changes whenever an enrollment is written (inside the
+	// writing transaction), so a registration can tell its match is stale.
+	enrollGen atomic.Int64
 
 	mu        sync.Mutex
 	pending   map[*mqtt.Client]*session // authenticated, CONNACK not yet sent

@@ -38,7 +38,7 @@ func TestMain(m *testing.M) {
 const wait = 20 * time.Second
 
 type env struct {
-	t    *testing.T
+	t    testing.TB
 	e    *emulator.Emulator
 	info emulator.Info
 	dir  string
@@ -46,7 +46,7 @@ type env struct {
 	http *http.Client
 }
 
-func testLogger(t *testing.T) *slog.Logger {
+func testLogger(t testing.TB) *slog.Logger {
 	if os.Getenv("EMULATOR_TEST_LOG") == "" {
 		return slog.New(slog.DiscardHandler)
 	}
@@ -54,12 +54,12 @@ func testLogger(t *testing.T) *slog.Logger {
 }
 
 // start runs an emulator in a temporary directory on free ports.
-func start(t *testing.T, mod ...func(*emulator.Config)) *env {
+func start(t testing.TB, mod ...func(*emulator.Config)) *env {
 	t.Helper()
 	return startIn(t, t.TempDir(), mod...)
 }
 
-func startIn(t *testing.T, dir string, mod ...func(*emulator.Config)) *env {
+func startIn(t testing.TB, dir string, mod ...func(*emulator.Config)) *env {
 	t.Helper()
 	cfg := emulator.Config{
 		StateDir:     dir,
@@ -253,7 +253,7 @@ func (v *env) hubUsername(id string) string {
 	return v.info.HubHost + "/" + id + "/?api-version=2021-04-12&DeviceClientType=test"
 }
 
-func subscribe(t *testing.T, c paho.Client, filter string, qos byte) <-chan mqttMsg {
+func subscribe(t testing.TB, c paho.Client, filter string, qos byte) <-chan mqttMsg {
 	t.Helper()
 	ch := make(chan mqttMsg, 100)
 	tok := c.Subscribe(filter, qos, func(_ paho.Client, m paho.Message) {
@@ -272,7 +272,7 @@ func subscribe(t *testing.T, c paho.Client, filter string, qos byte) <-chan mqtt
 	return ch
 }
 
-func publish(t *testing.T, c paho.Client, topic string, qos byte, payload any) {
+func publish(t testing.TB, c paho.Client, topic string, qos byte, payload any) {
 	t.Helper()
 	tok := c.Publish(topic, qos, false, payload)
 	if !tok.WaitTimeout(wait) || tok.Error() != nil {
@@ -280,7 +280,7 @@ func publish(t *testing.T, c paho.Client, topic string, qos byte, payload any) {
 	}
 }
 
-func recv(t *testing.T, ch <-chan mqttMsg) mqttMsg {
+func recv(t testing.TB, ch <-chan mqttMsg) mqttMsg {
 	t.Helper()
 	select {
 	case m := <-ch:
@@ -299,7 +299,7 @@ type dpsResult struct {
 	raw    []byte
 }
 
-func parseDPS(t *testing.T, m mqttMsg) dpsResult {
+func parseDPS(t testing.TB, m mqttMsg) dpsResult {
 	t.Helper()
 	rest := strings.TrimPrefix(m.topic, "$dps/registrations/res/")
 	st, q, ok := strings.Cut(rest, "/?")
@@ -373,7 +373,7 @@ func jsonPath(m map[string]any, path ...string) any {
 	return cur
 }
 
-func decode(t *testing.T, raw []byte) map[string]any {
+func decode(t testing.TB, raw []byte) map[string]any {
 	t.Helper()
 	var m map[string]any
 	if err := json.Unmarshal(raw, &m); err != nil {

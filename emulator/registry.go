@@ -249,6 +249,7 @@ func (e *Emulator) putEnrollmentGroup(id string, g EnrollmentGroup, ifMatch stri
 			}
 		}
 		out = ng
+		e.enrollGen.Add(1)
 		return putJSON(tx, bucketGroups, key, ng)
 	})
 	if err != nil {
@@ -361,6 +362,7 @@ func (e *Emulator) putEnrollment(id string, ie IndividualEnrollment, ifMatch str
 		}
 		n.LastUpdatedDateTimeUTC = &now
 		out = n
+		e.enrollGen.Add(1)
 		return putJSON(tx, bucketEnrollments, key, n)
 	})
 	if err != nil {
@@ -483,6 +485,7 @@ func deleteChecked[T any](e *Emulator, bucket, key, ifMatch, what string, missin
 		if aerr = checkIfMatch(ifMatch, etagOf(cur), true, what); aerr != nil {
 			return nil
 		}
+		e.enrollGen.Add(1)
 		return deleteKey(tx, bucket, key)
 	})
 	if err != nil {
