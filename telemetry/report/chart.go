@@ -101,6 +101,10 @@ func timeTicks(t0, t1 time.Time, n int, loc *time.Location) ([]time.Time, time.D
 			break
 		}
 	}
+	if span/step > time.Duration(n) {
+		// Longer than the table covers: whole days.
+		step = (span / time.Duration(n)).Truncate(24*time.Hour) + 24*time.Hour
+	}
 	l := t0.In(loc)
 	var first time.Time
 	if step >= 24*time.Hour {
