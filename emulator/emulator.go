@@ -178,6 +178,7 @@ type Emulator struct {
 
 	hubCAs atomic.Pointer[x509.CertPool]
 	twinMu sync.Mutex // orders service-side twin updates and their notifications
+	c2dMu  sync.Mutex // serialises C2D flushes so messages keep their order
 	// enrollGen changes whenever an enrollment is written (inside the
 	// writing transaction), so a registration can tell its match is stale.
 	enrollGen atomic.Int64

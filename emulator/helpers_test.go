@@ -27,11 +27,7 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m,
-		// Idle keep-alive connections of http.DefaultTransport-like
-		// transports in the conformance test's helper processes.
-		goleak.IgnoreTopFunction("internal/poll.runtime_pollWait"),
-	)
+	goleak.VerifyTestMain(m)
 }
 
 // wait is the bound for anything a test waits for; tests never sleep.

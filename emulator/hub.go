@@ -9,7 +9,6 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/mochi-mqtt/server/v2/packets"
@@ -401,8 +400,6 @@ type c2dMessage struct {
 	payload  []byte
 }
 
-var c2dMu sync.Mutex // serialises C2D flushes so messages keep their order
-
 // SendC2D queues a cloud-to-device message for device id and delivers it at
 // once if the device is connected and subscribed. At most 50 messages wait
 // per device (IoT Hub's limit); more are refused.
@@ -448,8 +445,8 @@ func (e *Emulator) sendC2D(deviceID string, m C2DMessage) *APIError {
 // flushC2D delivers queued messages to the device if it is connected and
 // subscribed to its devicebound topic.
 func (e *Emulator) flushC2D(deviceID string) {
-	c2dMu.Lock()
-	defer c2dMu.Unlock()
+	e.c2dMu.Lock()
+	defer e.c2dMu.Unlock()
 	prefix := "devices/" + deviceID + "/messages/devicebound/"
 	e.mu.Lock()
 	s := e.hub[deviceID]
