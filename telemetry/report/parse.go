@@ -276,20 +276,20 @@ func decodeBatch(payload []byte) (b batch, ok bool, err error) {
 	}
 	var probe struct {
 		V       int             `json:"v"`
+		Device  string          `json:"device"`
 		Records json.RawMessage `json:"records"`
 	}
 	if err := json.Unmarshal(payload, &probe); err != nil {
 		return b, false, nil // a JSON body of another shape
 	}
-	if probe.Records == nil || probe.V != telemetry.SchemaVersion {
+	if probe.Records == nil || probe.V != telemetry.SchemaVersion || string(probe.Records) == "null" {
 		return b, false, nil
 	}
-	if err := json.Unmarshal(payload, &b); err != nil {
+	var recs []telemetry.Record
+	if err := json.Unmarshal(probe.Records, &recs); err != nil {
 		return b, false, fmt.Errorf("telemetry batch does not decode: %w", err)
 	}
-	if b.Records == nil {
-		return b, false, nil
-	}
+	b = batch{V: probe.V, Device: probe.Device, Records: &recs}
 	return b, true, nil
 }
 
