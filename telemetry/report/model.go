@@ -26,13 +26,16 @@ var (
 // is ambiguous; Found lists the shipments that are in the input (for an
 // ambiguous one, the devices that carried it).
 type ShipmentError struct {
+	// Shipment and Device are what was asked for (Device may be "").
 	Shipment string
 	Device   string
-	Found    []ShipmentInfo
+	// Found lists the candidates.
+	Found []ShipmentInfo
 	// Err is ErrUnknownShipment or ErrAmbiguousShipment.
 	Err error
 }
 
+// Error lists the shipments found, one a line.
 func (e *ShipmentError) Error() string {
 	var b strings.Builder
 	if errors.Is(e.Err, ErrAmbiguousShipment) {
@@ -62,11 +65,14 @@ func (e *ShipmentError) Error() string {
 	return b.String()
 }
 
+// Unwrap returns ErrUnknownShipment or ErrAmbiguousShipment.
 func (e *ShipmentError) Unwrap() error { return e.Err }
 
 // Thresholds is the acceptable band for the shipment. A reading is out
 // of band when strictly below the minimum or strictly above the maximum.
 type Thresholds struct {
+	// TempMinC and TempMaxC bound the temperature (°C), PressureMinHPa
+	// and PressureMaxHPa the air pressure (hPa).
 	TempMinC       float64 `json:"tempMinC"`
 	TempMaxC       float64 `json:"tempMaxC"`
 	PressureMinHPa float64 `json:"pressureMinHPa"`
@@ -137,8 +143,10 @@ const (
 
 // Report is the analysis of one shipment.
 type Report struct {
-	Shipment   string     `json:"shipment"`
-	Device     string     `json:"device"`
+	// Shipment and Device identify the shipment and the tracker.
+	Shipment string `json:"shipment"`
+	Device   string `json:"device"`
+	// Thresholds is the band the analysis used.
 	Thresholds Thresholds `json:"thresholds"`
 	// MaxHold is the longest interval one reading stood for.
 	MaxHold Duration `json:"maxHoldSec"`
@@ -151,6 +159,7 @@ type Report struct {
 	// Duration is Delivery minus Loading.
 	Duration Duration `json:"durationSec"`
 
+	// Temperature and Pressure summarise each quantity.
 	Temperature Quantity `json:"temperature"`
 	Pressure    Quantity `json:"pressure"`
 	// Excursions are ordered by start time.
@@ -158,7 +167,9 @@ type Report struct {
 	// DeviceAlerts are the runs of alerts the device raised itself.
 	DeviceAlerts []AlertRun `json:"deviceAlerts"`
 
-	Route        Route        `json:"route"`
+	// Route is the GPS track.
+	Route Route `json:"route"`
+	// Completeness says how far the data covers the shipment.
 	Completeness Completeness `json:"completeness"`
 	// Input counts what was read from the whole telemetry file.
 	Input InputStats `json:"input"`
@@ -170,13 +181,16 @@ type Report struct {
 
 // Quantity summarises temperature or pressure over the shipment.
 type Quantity struct {
+	// Unit is "°C" or "hPa".
 	Unit string `json:"unit"`
 	// Readings counts readings that carry the quantity.
-	Readings int       `json:"readings"`
-	Min      float64   `json:"min"`
-	MinAt    time.Time `json:"minAt"`
-	Max      float64   `json:"max"`
-	MaxAt    time.Time `json:"maxAt"`
+	Readings int `json:"readings"`
+	// Min and Max are the extreme values, first reached at MinAt and
+	// MaxAt.
+	Min   float64   `json:"min"`
+	MinAt time.Time `json:"minAt"`
+	Max   float64   `json:"max"`
+	MaxAt time.Time `json:"maxAt"`
 	// Mean is weighted by the time each reading stands for (the
 	// arithmetic mean when no reading stands for any time).
 	Mean float64 `json:"mean"`
@@ -209,9 +223,11 @@ type Excursion struct {
 	// Extreme is the highest (high) or lowest (low) value, at ExtremeAt.
 	Extreme   float64   `json:"extreme"`
 	ExtremeAt time.Time `json:"extremeAt"`
-	Readings  int       `json:"readings"`
-	FirstSeq  uint64    `json:"firstSeq"`
-	LastSeq   uint64    `json:"lastSeq"`
+	// Readings counts the readings outside the band; FirstSeq and
+	// LastSeq are the first and last of them.
+	Readings int    `json:"readings"`
+	FirstSeq uint64 `json:"firstSeq"`
+	LastSeq  uint64 `json:"lastSeq"`
 	// OpenEnded is set when the excursion was not ended by a reading back
 	// in band (a gap, a sensor fault or the end of the shipment came
 	// first): the real end is unknown, End is the end of the last reading.
@@ -225,16 +241,21 @@ type Excursion struct {
 
 // AlertRun is a run of consecutive readings carrying one device alert.
 type AlertRun struct {
-	Alert    string    `json:"alert"`
-	Start    time.Time `json:"start"`
-	End      time.Time `json:"end"`
-	Readings int       `json:"readings"`
-	FirstSeq uint64    `json:"firstSeq"`
-	LastSeq  uint64    `json:"lastSeq"`
+	// Alert is the alert name (telemetry.AlertTempHigh, ...).
+	Alert string `json:"alert"`
+	// Start is the first reading's time, End the end of the last one's
+	// interval.
+	Start time.Time `json:"start"`
+	End   time.Time `json:"end"`
+	// Readings counts the readings; FirstSeq and LastSeq bound them.
+	Readings int    `json:"readings"`
+	FirstSeq uint64 `json:"firstSeq"`
+	LastSeq  uint64 `json:"lastSeq"`
 }
 
 // Position is a point on the route.
 type Position struct {
+	// Time is the reading's time; Lat and Lon are in degrees.
 	Time time.Time `json:"time"`
 	Lat  float64   `json:"lat"`
 	Lon  float64   `json:"lon"`
@@ -308,6 +329,7 @@ type Completeness struct {
 
 // SeqRange is a run of missing sequence numbers.
 type SeqRange struct {
+	// First, Last and Count describe the run.
 	First uint64 `json:"first"`
 	Last  uint64 `json:"last"`
 	Count uint64 `json:"count"`
@@ -319,11 +341,13 @@ type SeqRange struct {
 
 // GapEvent is a gap record from the device's buffer.
 type GapEvent struct {
-	Seq      uint64    `json:"seq"`
-	Time     time.Time `json:"time"`
-	Clock    string    `json:"clock"`
-	FirstSeq uint64    `json:"firstSeq"`
-	LastSeq  uint64    `json:"lastSeq"`
+	// Seq, Time and Clock are the gap record's own.
+	Seq   uint64    `json:"seq"`
+	Time  time.Time `json:"time"`
+	Clock string    `json:"clock"`
+	// FirstSeq and LastSeq bound the records lost.
+	FirstSeq uint64 `json:"firstSeq"`
+	LastSeq  uint64 `json:"lastSeq"`
 	// Count is the number of records lost (0: unknown, see Reason).
 	Count  uint64 `json:"count"`
 	Reason string `json:"reason"`
@@ -338,6 +362,7 @@ type GapEvent struct {
 
 // TimeGap is an interval without readings.
 type TimeGap struct {
+	// From is the last reading before the gap, To the next record.
 	From     time.Time `json:"from"`
 	To       time.Time `json:"to"`
 	Duration Duration  `json:"durationSec"`
@@ -345,12 +370,14 @@ type TimeGap struct {
 
 // ReasonCount is a count per reason.
 type ReasonCount struct {
+	// Reason is the device's text (a reading's envFault).
 	Reason string `json:"reason"`
 	Count  int    `json:"count"`
 }
 
 // ClockQuality counts the shipment's records by the source of their time.
 type ClockQuality struct {
+	// GPS, System, Unsynced and Other count records by clock source.
 	GPS      int `json:"gps"`
 	System   int `json:"system"`
 	Unsynced int `json:"unsynced"`
@@ -367,10 +394,13 @@ type ClockQuality struct {
 
 // Reading is one reading with a trusted time.
 type Reading struct {
-	Seq         uint64
-	Time        time.Time
-	Clock       string
-	Retimed     bool
+	// Seq, Time, Clock, Retimed, Alerts and Fix are the record's.
+	Seq     uint64
+	Time    time.Time
+	Clock   string
+	Retimed bool
+	// TempC and PressureHPa are nil when the sensor failed, and Fault
+	// says why.
 	TempC       *float64
 	PressureHPa *float64
 	Fault       string

@@ -305,12 +305,16 @@ const (
 
 // ShipmentInfo summarises one shipment of one device found in the input.
 type ShipmentInfo struct {
-	Device   string    `json:"device"`
-	Shipment string    `json:"shipment"`
-	Records  int       `json:"records"`
-	First    time.Time `json:"first"`
-	Last     time.Time `json:"last"`
-	Sealed   bool      `json:"sealed"`
+	Device   string `json:"device"`
+	Shipment string `json:"shipment"`
+	// Records counts the shipment's records.
+	Records int `json:"records"`
+	// First and Last are the earliest and latest trusted record times
+	// (zero when no record has one).
+	First time.Time `json:"first"`
+	Last  time.Time `json:"last"`
+	// Sealed says a seal record was received.
+	Sealed bool `json:"sealed"`
 }
 
 // Shipments lists the shipments in t, by device, then first record time.
