@@ -137,6 +137,10 @@ type Info struct {
 	ServerCAFile string `json:"serverCaFile"`
 	// TelemetryFile is where device-to-cloud messages are appended.
 	TelemetryFile string `json:"telemetryFile"`
+	// ConsoleURL is the web console's address; ConsoleToken logs in to it
+	// (as does the hub connection string). The token is new on every start.
+	ConsoleURL   string `json:"consoleUrl"`
+	ConsoleToken string `json:"consoleToken"`
 	// PID is the emulator's process ID.
 	PID int `json:"pid"`
 	// Started is when the emulator started.
@@ -194,6 +198,8 @@ type Emulator struct {
 	connTimes map[string]time.Time // device ID -> connection state change
 	regCounts map[string]int64     // lower-case registration ID -> register requests
 	ridSeq    uint64
+
+	console consoleState // the web console's token and sessions (console.go)
 }
 
 // New checks cfg and returns an emulator that is not started yet.
@@ -513,6 +519,8 @@ func (e *Emulator) buildInfo() Info {
 		HubConnectionString: sas.ConnectionString{HostName: restHost, SharedAccessKeyName: HubPolicy, SharedAccessKey: e.meta.HubKey}.String(),
 		ServerCAFile:        filepath.Join(e.cfg.StateDir, CADir, pki.RootCertFile),
 		TelemetryFile:       filepath.Join(e.cfg.StateDir, TelemetryFile),
+		ConsoleURL:          url + ConsolePath,
+		ConsoleToken:        e.consoleToken(),
 		PID:                 os.Getpid(),
 		Started:             time.Now().UTC(),
 	}

@@ -54,8 +54,12 @@ const (
 
 // ServeHTTP serves the DPS service API (/enrollmentGroups, /enrollments,
 // /registrations), the IoT Hub service API (/devices, /twins) and the
-// emulator's control API (/emulator/...).
+// emulator's control API (/emulator/...), and the web console
+// (ConsolePath).
 func (e *Emulator) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if e.serveConsole(w, r) { // the web console (console.go)
+		return
+	}
 	segs, err := pathSegments(r.URL)
 	if err != nil || len(segs) == 0 {
 		http.Error(w, "not found", http.StatusNotFound)
