@@ -205,7 +205,8 @@ func quantity(rs []Reading, get func(*Reading) *float64, lo, hi float64, name, u
 	var out []Excursion
 	var cur *Excursion
 	var curHeld time.Duration
-	last := -1
+	last := -1 // last reading of the current excursion
+	prev := -1 // last reading with a value
 	finish := func(next int) {
 		r := &rs[last]
 		cur.End = r.Time.Add(r.Hold)
@@ -246,10 +247,12 @@ func quantity(rs []Reading, get func(*Reading) *float64, lo, hi float64, name, u
 			finish(i)
 		}
 		if dir == "" {
+			prev = i
 			continue
 		}
 		if cur == nil {
-			cur = &Excursion{Quantity: name, Direction: dir, Threshold: limit, Start: r.Time, Extreme: v, ExtremeAt: r.Time, FirstSeq: r.Seq}
+			cur = &Excursion{Quantity: name, Direction: dir, Threshold: limit, Start: r.Time, Extreme: v, ExtremeAt: r.Time, FirstSeq: r.Seq,
+				OpenStart: prev < 0 || prev != i-1 || rs[prev].Gap}
 			curHeld = 0
 		}
 		if (dir == High && v > cur.Extreme) || (dir == Low && v < cur.Extreme) {
@@ -261,7 +264,7 @@ func quantity(rs []Reading, get func(*Reading) *float64, lo, hi float64, name, u
 		if slices.Contains(r.Alerts, alert) {
 			cur.DeviceAlerted = true
 		}
-		last = i
+		last, prev = i, i
 	}
 	if cur != nil {
 		finish(-1)

@@ -54,12 +54,13 @@ type excursionShape struct {
 	ExtremeAt            time.Time
 	Readings             int
 	OpenEnded            bool
+	OpenStart            bool
 }
 
 func shapes(es []Excursion) []excursionShape {
 	var out []excursionShape
 	for _, e := range es {
-		out = append(out, excursionShape{e.Quantity, e.Direction, e.Start, e.End, e.Duration, e.Unobserved, e.Extreme, e.ExtremeAt, e.Readings, e.OpenEnded})
+		out = append(out, excursionShape{e.Quantity, e.Direction, e.Start, e.End, e.Duration, e.Unobserved, e.Extreme, e.ExtremeAt, e.Readings, e.OpenEnded, e.OpenStart})
 	}
 	return out
 }
@@ -82,8 +83,8 @@ func TestExcursionsAndTimeOutside(t *testing.T) {
 			name: "regular",
 			recs: []DeviceRecord{rd(1, 0, 5), rd(2, 5, 9), rd(3, 10, 10), rd(4, 15, 7), rd(5, 20, 1), rd(6, 25, 1.5), rd(7, 30, 5), seal(8, 35)},
 			want: []excursionShape{
-				{Temperature, High, at(5), at(15), min_(10), 0, 10, at(10), 2, false},
-				{Temperature, Low, at(20), at(30), min_(10), 0, 1, at(20), 2, false},
+				{Temperature, High, at(5), at(15), min_(10), 0, 10, at(10), 2, false, false},
+				{Temperature, Low, at(20), at(30), min_(10), 0, 1, at(20), 2, false, false},
 			},
 			above: min_(10), below: min_(10), observed: min_(35),
 			mean: (5 + 9 + 10 + 7 + 1 + 1.5 + 5) / 7.0,
@@ -95,7 +96,7 @@ func TestExcursionsAndTimeOutside(t *testing.T) {
 			hold: 15 * time.Minute,
 			recs: []DeviceRecord{rd(1, 0, 9), rd(2, 5, 9.5), rd(3, 40, 9.2), rd(4, 45, 5), seal(5, 50)},
 			want: []excursionShape{
-				{Temperature, High, at(0), at(45), min_(45), min_(20), 9.5, at(5), 3, false},
+				{Temperature, High, at(0), at(45), min_(45), min_(20), 9.5, at(5), 3, false, true},
 			},
 			above: min_(25), observed: min_(30), unobserved: min_(20),
 			mean: (9*5 + 9.5*15 + 9.2*5 + 5*5) / 30.0,
@@ -105,10 +106,30 @@ func TestExcursionsAndTimeOutside(t *testing.T) {
 			name: "fault",
 			recs: []DeviceRecord{rd(1, 0, 9), rd(2, 5, nan), rd(3, 10, 5), seal(4, 15)},
 			want: []excursionShape{
-				{Temperature, High, at(0), at(5), min_(5), 0, 9, at(0), 1, true},
+				{Temperature, High, at(0), at(5), min_(5), 0, 9, at(0), 1, true, true},
 			},
 			above: min_(5), observed: min_(10), unobserved: min_(5),
 			mean: 7,
+		},
+		{
+			// After a fault, an excursion's start is not known either.
+			name: "fault before",
+			recs: []DeviceRecord{rd(1, 0, 5), rd(2, 5, nan), rd(3, 10, 9), rd(4, 15, 5), seal(5, 20)},
+			want: []excursionShape{
+				{Temperature, High, at(10), at(15), min_(5), 0, 9, at(10), 1, false, true},
+			},
+			above: min_(5), observed: min_(15), unobserved: min_(5),
+			mean: (5 + 9 + 5) / 3.0,
+		},
+		{
+			// Out of band from the first reading: it may have begun
+			// before loading.
+			name: "out at loading",
+			recs: []DeviceRecord{rd(1, 0, 9), rd(2, 5, 5), seal(3, 10)},
+			want: []excursionShape{
+				{Temperature, High, at(0), at(5), min_(5), 0, 9, at(0), 1, false, true},
+			},
+			above: min_(5), observed: min_(10), mean: 7,
 		},
 		{
 			// Straight from above the band to below it: two excursions,
@@ -116,8 +137,8 @@ func TestExcursionsAndTimeOutside(t *testing.T) {
 			name: "high to low",
 			recs: []DeviceRecord{rd(1, 0, 9), rd(2, 5, 1), rd(3, 10, 5), seal(4, 15)},
 			want: []excursionShape{
-				{Temperature, High, at(0), at(5), min_(5), 0, 9, at(0), 1, false},
-				{Temperature, Low, at(5), at(10), min_(5), 0, 1, at(5), 1, false},
+				{Temperature, High, at(0), at(5), min_(5), 0, 9, at(0), 1, false, true},
+				{Temperature, Low, at(5), at(10), min_(5), 0, 1, at(5), 1, false, false},
 			},
 			above: min_(5), below: min_(5), observed: min_(15),
 			mean: 5,
@@ -134,7 +155,7 @@ func TestExcursionsAndTimeOutside(t *testing.T) {
 			name: "unsealed end",
 			recs: []DeviceRecord{rd(1, 0, 5), rd(2, 5, 5), rd(3, 10, 12)},
 			want: []excursionShape{
-				{Temperature, High, at(10), at(10), 0, 0, 12, at(10), 1, true},
+				{Temperature, High, at(10), at(10), 0, 0, 12, at(10), 1, true, false},
 			},
 			observed: min_(10), mean: 5,
 		},
@@ -224,8 +245,8 @@ func TestPressureExcursions(t *testing.T) {
 	r3.Env.PressureHPa = 1090
 	rep := analyze(t, Options{}, r1, r2, r3, seal(4, 15))
 	want := []excursionShape{
-		{Pressure, Low, at(5), at(10), min_(5), 0, 860, at(5), 1, false},
-		{Pressure, High, at(10), at(15), min_(5), 0, 1090, at(10), 1, true}, // ended by delivery, not by a reading
+		{Pressure, Low, at(5), at(10), min_(5), 0, 860, at(5), 1, false, false},
+		{Pressure, High, at(10), at(15), min_(5), 0, 1090, at(10), 1, true, false}, // ended by delivery, not by a reading
 	}
 	if diff := cmp.Diff(want, shapes(rep.Excursions)); diff != "" {
 		t.Errorf("excursions (-want +got):\n%s", diff)

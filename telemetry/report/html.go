@@ -226,6 +226,9 @@ func (r *Report) page(o RenderOptions) page {
 			row.Where = posText(e.Where.Lat, e.Where.Lon)
 		}
 		var notes []string
+		if e.OpenStart {
+			notes = append(notes, "start not observed")
+		}
 		if e.OpenEnded {
 			notes = append(notes, "end not observed")
 		}

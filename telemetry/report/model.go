@@ -232,6 +232,10 @@ type Excursion struct {
 	// in band (a gap, a sensor fault or the end of the shipment came
 	// first): the real end is unknown, End is the end of the last reading.
 	OpenEnded bool `json:"openEnded,omitempty"`
+	// OpenStart is set when the reading before the first one outside the
+	// band was not an adjacent reading inside it (the shipment's start, a
+	// gap or a sensor fault came first): it may have begun earlier.
+	OpenStart bool `json:"openStart,omitempty"`
 	// DeviceAlerted is set when the device raised the matching alert on
 	// one of the readings.
 	DeviceAlerted bool `json:"deviceAlerted"`
