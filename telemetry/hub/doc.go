@@ -42,8 +42,9 @@
 // Callbacks ([Client.OnDesired], [Client.OnC2D], [Client.OnMethod]) are set
 // before Run and never run on paho's goroutines: Run owns one dispatcher
 // goroutine that delivers desired-property updates and cloud-to-device
-// messages in order, and a few method workers. All of them, and every paho
-// goroutine of the current connection, have stopped when Run returns.
+// messages in order, and a few method workers. All of them have stopped
+// when Run returns, and the last connection has been closed with a
+// DISCONNECT (paho's goroutines for it end with it).
 // A callback may call Publish, GetTwin and UpdateReported.
 //
 // All methods of [Client] are safe for concurrent use; Run must not be called
