@@ -8,7 +8,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"syscall"
 	"testing"
@@ -55,7 +54,11 @@ func TestConformanceNodeSDK(t *testing.T) {
 	// Device certificates from the real CLI.
 	work := t.TempDir()
 	ctl := filepath.Join(work, "trackerctl")
-	run(t, ctx, "..", nil, filepath.Join(runtime.GOROOT(), "bin", "go"), "build", "-o", ctl, "./cmd/trackerctl")
+	gocmd, err := exec.LookPath("go")
+	if err != nil {
+		t.Fatal("the go command is not on PATH")
+	}
+	run(t, ctx, "..", nil, gocmd, "build", "-o", ctl, "./cmd/trackerctl")
 	run(t, ctx, work, nil, ctl, "pki", "init-ca", "--out", "ca", "--intermediate")
 	run(t, ctx, work, nil, ctl, "pki", "issue", "--ca", "ca", "--id", "node-dev-1", "--out", "devices")
 

@@ -4,7 +4,6 @@ import (
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/binary"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"sort"
@@ -559,8 +558,4 @@ func newGenerationID() string {
 // short number).
 func newDeviceETag() string {
 	return base64.StdEncoding.EncodeToString([]byte(fmt.Sprint(time.Now().UnixNano() % 1e9)))
-}
-
-func pemCert(c *x509.Certificate) string {
-	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw}))
 }

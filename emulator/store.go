@@ -7,6 +7,7 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+	bolterrors "go.etcd.io/bbolt/errors"
 )
 
 // Buckets of the state database.
@@ -38,7 +39,7 @@ var ErrStateLocked = errors.New("emulator: state directory is in use by another 
 func openStore(path string) (*store, error) {
 	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 2 * time.Second, FreelistType: bolt.FreelistMapType})
 	if err != nil {
-		if errors.Is(err, bolt.ErrTimeout) {
+		if errors.Is(err, bolterrors.ErrTimeout) {
 			return nil, fmt.Errorf("%w: %s is locked; stop the other emulator or use another --state", ErrStateLocked, path)
 		}
 		return nil, fmt.Errorf("emulator: open state %s: %w", path, err)
