@@ -68,7 +68,12 @@ func (e *Emulator) startMQTT() error {
 		return fmt.Errorf("emulator: listen mqtt on %s: %w", e.cfg.MQTTAddr, err)
 	}
 	e.mqtt = srv
-	if err := srv.Serve(); err != nil {
+	return nil
+}
+
+// serveMQTT starts accepting devices on the listener bound by startMQTT.
+func (e *Emulator) serveMQTT() error {
+	if err := e.mqtt.Serve(); err != nil {
 		return fmt.Errorf("emulator: serve mqtt: %w", err)
 	}
 	return nil

@@ -307,6 +307,8 @@ func (e *Emulator) Start(ctx context.Context) (err error) {
 	if e.sink, err = openSink(filepath.Join(e.cfg.StateDir, TelemetryFile), e.cfg.LiveOut, e.cfg.TelemetryMemory); err != nil {
 		return err
 	}
+	// Bind both listeners, then fix Info (it names the bound ports), then
+	// serve: connection handlers read Info.
 	if err := e.startMQTT(); err != nil {
 		return err
 	}
@@ -314,6 +316,10 @@ func (e *Emulator) Start(ctx context.Context) (err error) {
 		return err
 	}
 	e.info = e.buildInfo()
+	if err := e.serveMQTT(); err != nil {
+		return err
+	}
+	e.serveHTTPS()
 	raw, err := json.MarshalIndent(e.info, "", "  ")
 	if err != nil {
 		return fmt.Errorf("emulator: encode %s: %w", InfoFile, err)
@@ -365,8 +371,9 @@ func (e *Emulator) shutdown() error {
 			errs = append(errs, fmt.Errorf("emulator: stop https: %w", err))
 		}
 		cancel()
-	} else if e.httpLn != nil {
-		e.httpLn.Close()
+	}
+	if e.httpLn != nil {
+		e.httpLn.Close() // in case Start failed before serving it
 	}
 	if e.mqtt != nil {
 		if err := e.mqtt.Close(); err != nil {

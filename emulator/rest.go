@@ -31,6 +31,12 @@ func (e *Emulator) startHTTPS() error {
 		BaseContext:       func(net.Listener) context.Context { return e.ctx },
 		ErrorLog:          nil,
 	}
+	return nil
+}
+
+// serveHTTPS starts serving the listener bound by startHTTPS.
+func (e *Emulator) serveHTTPS() {
+	ln := e.httpLn
 	e.wgMu.Lock()
 	e.wg.Add(1)
 	e.wgMu.Unlock()
@@ -40,7 +46,6 @@ func (e *Emulator) startHTTPS() error {
 			e.log.Error("https server stopped", "err", err)
 		}
 	}()
-	return nil
 }
 
 // api says which service a request addresses.
