@@ -275,3 +275,21 @@ func TestConfigErrors(t *testing.T) {
 		})
 	}
 }
+
+func TestStartFailureCleansUp(t *testing.T) {
+	v := start(t)
+	// The MQTT port is taken: Start fails, closes what it opened (goleak
+	// checks the goroutines), and the state can be opened again.
+	dir := t.TempDir()
+	e, err := emulator.New(emulator.Config{StateDir: dir, MQTTAddr: v.info.MQTTAddr, HTTPSAddr: "127.0.0.1:0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Start(context.Background()); err == nil || !strings.Contains(err.Error(), "listen mqtt") {
+		t.Fatalf("Start on a taken port = %v, want a listen error", err)
+	}
+	if err := e.Close(); err != nil {
+		t.Fatalf("Close after a failed Start: %v", err)
+	}
+	startIn(t, dir)
+}
