@@ -280,7 +280,7 @@ func (e *Emulator) Start(ctx context.Context) (err error) {
 	e.ctx, e.cancel = context.WithCancel(context.Background())
 	defer func() {
 		if err != nil {
-			e.shutdown()
+			e.closeOnce.Do(func() { e.closeErr = e.shutdown() })
 		}
 	}()
 	if err := os.MkdirAll(e.cfg.StateDir, 0o700); err != nil {

@@ -291,5 +291,16 @@ func TestStartFailureCleansUp(t *testing.T) {
 	if err := e.Close(); err != nil {
 		t.Fatalf("Close after a failed Start: %v", err)
 	}
+	// The HTTPS port is taken: the broker was already set up.
+	e, err = emulator.New(emulator.Config{StateDir: dir, MQTTAddr: "127.0.0.1:0", HTTPSAddr: v.info.HTTPSAddr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Start(context.Background()); err == nil || !strings.Contains(err.Error(), "listen https") {
+		t.Fatalf("Start on a taken HTTPS port = %v, want a listen error", err)
+	}
+	if err := e.Close(); err != nil {
+		t.Fatalf("Close after a failed Start: %v", err)
+	}
 	startIn(t, dir)
 }
