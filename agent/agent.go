@@ -24,6 +24,7 @@ import (
 	"github.com/coldchain/tracker/provisioning/identity"
 	"github.com/coldchain/tracker/provisioning/pki"
 	"github.com/coldchain/tracker/telemetry"
+	"github.com/coldchain/tracker/telemetry/buffer"
 	"github.com/coldchain/tracker/telemetry/hub"
 	"github.com/coldchain/tracker/telemetry/publisher"
 )
@@ -151,8 +152,14 @@ func New(cfg *config.Config, deps Deps) (*Agent, error) {
 		log.Info("configured shipment is sealed; records carry no shipment until the next loading", "shipment", a.settings.ShipmentID)
 		a.settings.ShipmentID = ""
 	}
-	if a.buf, err = openBuffer(cfg, log); err != nil {
+	var rec *buffer.Recovery
+	if a.buf, rec, err = openBuffer(cfg, log); err != nil {
 		return nil, err
+	}
+	if rec != nil {
+		// An unclean shutdown or a damaged file: the technician sees it
+		// in trackerd status, not only in the journal.
+		a.warn(rec.String())
 	}
 	a.pub = publisher.New(a.buf, senderFunc(a.send), publisher.Options{
 		DeviceID:        a.id.RegistrationID,
@@ -455,8 +462,11 @@ func (a *Agent) send(ctx context.Context, m publisher.Message) error {
 		Body: m.Body, MessageID: m.MessageID, ContentType: "application/json", ContentEncoding: "utf-8",
 		CreationTime: m.Created, Properties: m.Properties,
 	})
-	if errors.Is(err, hub.ErrNotConnected) {
+	switch {
+	case errors.Is(err, hub.ErrNotConnected):
 		return fmt.Errorf("%w: %w", publisher.ErrNotSent, err)
+	case errors.Is(err, hub.ErrInvalidMessage):
+		return fmt.Errorf("%w: %w", publisher.ErrRejected, err)
 	}
 	return err
 }

@@ -16,6 +16,7 @@ import (
 type control struct {
 	a      *Agent
 	client *hub.Client
+	ctx    context.Context // the hub session's: handlers stop with it
 	end    context.CancelCauseFunc
 }
 
@@ -41,7 +42,7 @@ func (c *control) onDesired(patch json.RawMessage, version int64) {
 	} else if next != old {
 		a.log.Info("settings changed by the twin", "version", version, "interval", next.Interval, "shipment", next.ShipmentID)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(c.ctx, 30*time.Second)
 	defer cancel()
 	ack := map[string]any{"version": version, "ok": err == nil}
 	if err != nil {
@@ -146,7 +147,7 @@ func (c *control) onC2D(m hub.Message) {
 		cmd = m.Properties["command"]
 	}
 	c.a.log.Info("cloud-to-device command", "command", cmd, "message_id", m.MessageID)
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	ctx, cancel := context.WithTimeout(c.ctx, 5*time.Minute)
 	defer cancel()
 	switch cmd {
 	case "flush":

@@ -53,6 +53,11 @@ func (a *Agent) provisionLoop(ctx context.Context, beat func()) error {
 		d := time.Duration(rng.Int64N(int64(ceil) + 1)) // full jitter
 		return max(d, floor, a.cfg.DPS.RetryMin.D()/2)
 	}
+	// A DPS out of reach for days must not fill the journal on flash: the
+	// first failure of a kind is logged (and listed in the status), repeats
+	// at most hourly with a count; the rest only at debug level.
+	var failLog rateLimiter
+	var failState string
 	var initialWait time.Duration
 	for ctx.Err() == nil {
 		beat()
@@ -76,8 +81,15 @@ func (a *Agent) provisionLoop(ctx context.Context, beat func()) error {
 				}
 				failures++
 				state, wait, msg := a.classify(err, backoff)
-				log.Warn("provisioning failed", "state", state, "err", msg, "retry_in", wait.Round(time.Second))
-				a.warn("provisioning: " + msg)
+				if state != failState {
+					failLog, failState = rateLimiter{}, state
+				}
+				if n, ok := failLog.allow(a.clock.Mono()); ok {
+					log.Warn("provisioning failed", "state", state, "err", msg, "failures", failures, "suppressed", n, "retry_in", wait.Round(time.Second))
+					a.warn("provisioning: " + msg)
+				} else {
+					log.Debug("provisioning failed", "state", state, "err", msg, "failures", failures, "retry_in", wait.Round(time.Second))
+				}
 				next, _ := a.clock.Now()
 				a.setProv(state, msg, next.Add(wait), nil)
 				if !a.wait(ctx, wait, beat) {
@@ -86,6 +98,7 @@ func (a *Agent) provisionLoop(ctx context.Context, beat func()) error {
 				continue
 			}
 			failures = 0
+			failLog, failState = rateLimiter{}, ""
 			log.Info("provisioned", "hub", asg.AssignedHub, "device_id", asg.DeviceID, "substatus", asg.Substatus)
 		} else {
 			log.Info("using the cached assignment", "hub", asg.AssignedHub, "device_id", asg.DeviceID)
@@ -240,7 +253,7 @@ func (a *Agent) runHub(ctx context.Context, asg *identity.Assignment, beat func(
 	}
 	sctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
-	c := &control{a: a, client: client, end: cancel}
+	c := &control{a: a, client: client, ctx: sctx, end: cancel}
 	client.OnDesired(c.onDesired)
 	client.OnMethod(c.onMethod)
 	client.OnC2D(c.onC2D)

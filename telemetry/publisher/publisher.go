@@ -64,6 +64,11 @@ type Sender interface {
 // leave the device (not connected): the records stay for the backlog.
 var ErrNotSent = errors.New("publisher: message not sent")
 
+// ErrRejected is what a Sender wraps when the message can never be sent
+// (refused as invalid before it left): retrying would block the queue
+// forever, so its records are dropped and counted.
+var ErrRejected = errors.New("publisher: message rejected")
+
 // Options configures a Publisher.
 type Options struct {
 	DeviceID        string
@@ -85,6 +90,8 @@ type Stats struct {
 	Resent   uint64    `json:"resent"`
 	LastSent time.Time `json:"lastSent"`
 	LastErr  string    `json:"lastError,omitempty"`
+	// Rejected counts records dropped because their message was invalid.
+	Rejected uint64 `json:"rejected"`
 }
 
 // Publisher sends buffered records; see the package documentation.
@@ -325,6 +332,19 @@ func (p *Publisher) message(recs []telemetry.Record, lane string) (Message, erro
 // may have reached the hub becomes the retry message.
 func (p *Publisher) send(ctx context.Context, m Message, seqs []uint64, isRetry bool) error {
 	err := p.sender.Send(ctx, m)
+	if errors.Is(err, ErrRejected) {
+		p.log.Error("message rejected; dropping its records", "message_id", m.MessageID, "records", len(seqs), "err", err)
+		if aerr := p.store.Ack(seqs...); aerr != nil {
+			return fmt.Errorf("publisher: ack: %w", aerr)
+		}
+		p.mu.Lock()
+		p.stats.Rejected += uint64(len(seqs))
+		if isRetry {
+			p.retry, p.retrySq = nil, nil
+		}
+		p.mu.Unlock()
+		return err
+	}
 	if err != nil {
 		p.mu.Lock()
 		p.stats.LastErr = err.Error()

@@ -195,3 +195,19 @@ func TestDrainRateLimitsBacklog(t *testing.T) {
 		t.Fatalf("sent %d after 500ms, want 2", len(snd.acked))
 	}
 }
+
+func TestRejectedMessageIsDroppedNotRetried(t *testing.T) {
+	store := newMemStore(2)
+	snd := &scriptSender{failures: []error{fmt.Errorf("too big: %w", ErrRejected)}}
+	p := New(store, snd, Options{DeviceID: "d", MaxRecords: 1})
+	var last time.Time
+	for i := 0; i < 5 && store.Depth() > 0; i++ {
+		p.pass(context.Background(), &last)
+	}
+	if store.Depth() != 0 || p.Stats().Rejected != 1 || p.Stats().Records != 1 {
+		t.Fatalf("depth %d, stats %+v: want the rejected record dropped and the other sent", store.Depth(), p.Stats())
+	}
+	if snd.attempts[0].MessageID == snd.attempts[1].MessageID {
+		t.Errorf("the rejected message was retried")
+	}
+}
