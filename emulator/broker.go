@@ -23,6 +23,7 @@ const (
 	kindHub
 )
 
+// String names the service.
 func (k connKind) String() string {
 	if k == kindDPS {
 		return "dps"
@@ -94,8 +95,10 @@ type hook struct {
 	e *Emulator
 }
 
+// ID names the hook for mochi.
 func (h *hook) ID() string { return "emulator" }
 
+// Provides lists the events the hook handles.
 func (h *hook) Provides(b byte) bool {
 	return bytes.Contains([]byte{
 		mqtt.OnConnect, mqtt.OnConnectAuthenticate, mqtt.OnACLCheck, mqtt.OnSessionEstablish,
@@ -134,6 +137,7 @@ func (h *hook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
 	return nil
 }
 
+// OnConnectAuthenticate admits the clients OnConnect authenticated.
 func (h *hook) OnConnectAuthenticate(cl *mqtt.Client, _ packets.Packet) bool {
 	h.e.mu.Lock()
 	defer h.e.mu.Unlock()
@@ -185,6 +189,7 @@ func (h *hook) OnSessionEstablished(cl *mqtt.Client, _ packets.Packet) {
 	}
 }
 
+// OnDisconnect forgets the session and records why it ended.
 func (h *hook) OnDisconnect(cl *mqtt.Client, err error, _ bool) {
 	e := h.e
 	e.mu.Lock()
@@ -482,11 +487,18 @@ type minLevel struct {
 	min slog.Level
 }
 
+// Enabled drops records below the minimum level.
 func (m minLevel) Enabled(ctx context.Context, l slog.Level) bool {
 	return l >= m.min && m.h.Enabled(ctx, l)
 }
+
+// Handle passes the record on.
 func (m minLevel) Handle(ctx context.Context, r slog.Record) error { return m.h.Handle(ctx, r) }
+
+// WithAttrs keeps the minimum level.
 func (m minLevel) WithAttrs(a []slog.Attr) slog.Handler {
 	return minLevel{h: m.h.WithAttrs(a), min: m.min}
 }
+
+// WithGroup keeps the minimum level.
 func (m minLevel) WithGroup(n string) slog.Handler { return minLevel{h: m.h.WithGroup(n), min: m.min} }

@@ -36,9 +36,14 @@ func newListener(id, addr string, cfg *tls.Config) *listener {
 	return &listener{id: id, addr: addr, tls: cfg, conns: map[*trackedConn]struct{}{}}
 }
 
-func (l *listener) ID() string       { return l.id }
+// ID, Protocol, Address, Init, Serve and Close implement mochi's
+// listeners.Listener.
+func (l *listener) ID() string { return l.id }
+
+// Protocol names the transport.
 func (l *listener) Protocol() string { return "tcp+tls" }
 
+// Address is the bound address once Init ran.
 func (l *listener) Address() string {
 	if l.ln != nil {
 		return l.ln.Addr().String()
@@ -46,6 +51,7 @@ func (l *listener) Address() string {
 	return l.addr
 }
 
+// Init binds the address.
 func (l *listener) Init(*slog.Logger) error {
 	ln, err := net.Listen("tcp", l.addr)
 	if err != nil {
@@ -55,6 +61,7 @@ func (l *listener) Init(*slog.Logger) error {
 	return nil
 }
 
+// Serve accepts connections until Close and hands each to mochi.
 func (l *listener) Serve(establish listeners.EstablishFn) {
 	for {
 		raw, err := l.ln.Accept()
@@ -80,6 +87,8 @@ func (l *listener) Serve(establish listeners.EstablishFn) {
 	}
 }
 
+// Close disconnects the clients, stops accepting, closes connections that
+// never sent CONNECT and waits for every connection goroutine.
 func (l *listener) Close(closeClients listeners.CloseFn) {
 	l.mu.Lock()
 	if l.done {
@@ -106,6 +115,7 @@ type trackedConn struct {
 	once sync.Once
 }
 
+// Close closes the connection and forgets it.
 func (c *trackedConn) Close() error {
 	err := c.Conn.Close()
 	c.once.Do(func() {

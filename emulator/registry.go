@@ -30,6 +30,7 @@ type APIError struct {
 	Message string
 }
 
+// Error formats the status and message.
 func (a *APIError) Error() string {
 	return fmt.Sprintf("emulator: %d %s", a.Status, a.Message)
 }
