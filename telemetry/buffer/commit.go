@@ -267,7 +267,13 @@ func (b *Buffer) finishTx(tx *bolt.Tx, res *txResult, reserve uint64, closing bo
 		b.hwReserved = hw
 		b.mu.Unlock()
 	}
-	res.st.Reserved = max(res.st.Reserved, reserve)
+	if closing {
+		// Nothing is handed out after Close: the unused rest of the
+		// reservation goes back, so a clean restart leaves no hole.
+		res.st.Reserved = reserve
+	} else {
+		res.st.Reserved = max(res.st.Reserved, reserve)
+	}
 	res.st.Clean = closing
 	res.st.Batch = b.opts.Sync == SyncBatch
 	if err := tx.Bucket(metaBucket).Put(stateKey, res.st.encode()); err != nil {
