@@ -27,7 +27,10 @@ type bufferStats struct {
 	Evicted uint64
 }
 
-func openBuffer(cfg *config.Config, log *slog.Logger) (*bufferStore, error) {
+// openBuffer opens the buffer in the state directory. A non-nil Recovery
+// says what the buffer found and repaired (an unclean shutdown, a damaged
+// file); it is logged here, and the caller shows it in the status.
+func openBuffer(cfg *config.Config, log *slog.Logger) (*bufferStore, *buffer.Recovery, error) {
 	path := filepath.Join(cfg.StateDir, "buffer.db")
 	b, rec, err := buffer.Open(path, buffer.Options{
 		Sync:          buffer.SyncPolicy(cfg.Buffer.Sync),
@@ -36,12 +39,12 @@ func openBuffer(cfg *config.Config, log *slog.Logger) (*bufferStore, error) {
 		MaxBytes:      int64(cfg.Buffer.MaxBytes),
 	})
 	if err != nil {
-		return nil, fmt.Errorf("buffer %s: %w", path, err)
+		return nil, nil, fmt.Errorf("buffer %s: %w", path, err)
 	}
 	if rec != nil {
-		log.Warn("buffer recovered after damage", "recovery", rec.String())
+		log.Warn("buffer recovered", "recovery", rec.String())
 	}
-	return &bufferStore{b: b, maxBytes: int(cfg.Hub.MaxMessageBytes)}, nil
+	return &bufferStore{b: b, maxBytes: int(cfg.Hub.MaxMessageBytes)}, rec, nil
 }
 
 // AppendRecord stores r (its Seq is assigned by the buffer).
