@@ -54,6 +54,20 @@
 // the same is reachable over POST /emulator/faults and from the
 // trackerctl emulator flags.
 //
+// # Use in tests
+//
+// Tests of other packages run the emulator in-process: New with a
+// t.TempDir() state and "127.0.0.1:0" addresses, Start, then Info for the
+// endpoints and connection strings (and Close in a cleanup). The emulator
+// exposes what such tests assert on: WaitTelemetry and Telemetry for
+// device-to-cloud messages, WaitEvent and Events for what happened
+// (connections, registrations, kicks, faults), RegistrationCount for how
+// often a device registered (across restarts), ConnectedDevices and
+// IsConnected, and Go equivalents of the service calls (PutEnrollmentGroup,
+// PutEnrollment, Registration, Device, PutDevice, DeleteDevice, Twin,
+// UpdateTwin, InvokeMethod, SendC2D). Set Config.DPSPollAfter to a negative
+// value so devices poll DPS at once.
+//
 // # Concurrency and ownership
 //
 // An Emulator's methods are safe for concurrent use. Start starts the
