@@ -224,9 +224,7 @@ func (r *rateLimiter) allow(now time.Duration) (suppressed int, ok bool) {
 	}
 	n := r.suppressed
 	r.suppressed = 0
-	if r.period < time.Hour {
-		r.period *= 2
-	}
+	r.period = min(2*r.period, time.Hour)
 	r.next = now + r.period
 	return n, true
 }

@@ -2,6 +2,7 @@ package agent_test
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -222,6 +223,22 @@ interval = "1s"
 		t.Errorf("status sensor = %v °C, %v hPa; want 4.5 °C, 1013.25 hPa from the IIO files", *st.Sensor.TempC, *st.Sensor.PressureHPa)
 	}
 	ns.await(t, p, "WATCHDOG=1 while DPS is unreachable", 10*time.Second, isWatchdog)
+	// Repeated registration failures are logged once as a warning (and
+	// listed once in the status), the rest at debug level, not flooding
+	// the journal.
+	levels := logLevels(t, p.logText(), "provisioning failed")
+	if levels["WARN"] != 1 || levels["DEBUG"] == 0 {
+		t.Errorf("%d attempts logged %v; want one WARN, the repeats at DEBUG", st.Provisioning.Attempts, levels)
+	}
+	listed := 0
+	for _, w := range st.Warnings {
+		if strings.HasPrefix(w.Msg, "provisioning:") {
+			listed++
+		}
+	}
+	if listed != 1 {
+		t.Errorf("status lists %d provisioning warnings after %d attempts, want 1: %+v", listed, st.Provisioning.Attempts, st.Warnings)
+	}
 
 	// Stall the sampler for real: in_temp_input becomes a FIFO nobody
 	// writes, so the driver's open() blocks forever, like a hung bus
@@ -316,4 +333,17 @@ interval = "1s"
 			t.Errorf("the log contains %q", secret)
 		}
 	}
+}
+
+// logLevels counts the JSON log lines with message msg by level.
+func logLevels(t *testing.T, log, msg string) map[string]int {
+	t.Helper()
+	out := map[string]int{}
+	for _, line := range strings.Split(log, "\n") {
+		var rec struct{ Level, Msg string }
+		if json.Unmarshal([]byte(line), &rec) == nil && rec.Msg == msg {
+			out[rec.Level]++
+		}
+	}
+	return out
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"sync"
 	"time"
 )
@@ -35,6 +36,11 @@ func (c *Client) Run(ctx context.Context) error {
 
 	bo := &backoff{min: c.cfg.ReconnectMin, max: c.cfg.ReconnectMax, rng: c.rng}
 	refusals := 0
+	// Days out of coverage must not fill the journal on flash: the first
+	// failure of a streak is a warning, then one an hour with the count;
+	// the rest are debug.
+	streak := 0
+	var warned time.Time
 	for {
 		if err := ctx.Err(); err != nil {
 			return err
@@ -59,13 +65,18 @@ func (c *Client) Run(ctx context.Context) error {
 				c.log.Error("hub refuses the device identity", "refusals", refusals, "err", err)
 				return fmt.Errorf("%w %d times in a row: %w", ErrUnauthorized, refusals, err)
 			}
-			c.log.Warn("connection failed", "err", err, "retry_in", wait)
+			streak++
+			level := slog.LevelDebug
+			if streak == 1 || time.Since(warned) >= time.Hour {
+				level, warned = slog.LevelWarn, time.Now()
+			}
+			c.log.Log(ctx, level, "connection failed", "err", err, "failures", streak, "retry_in", wait)
 			if !sleep(ctx, wait) {
 				return ctx.Err()
 			}
 			continue
 		}
-		refusals = 0
+		refusals, streak = 0, 0
 		c.setConnected(s)
 		c.log.Info("connected", "host", c.addr, "session_present", s.sessionPresent)
 		s.goOwned(func() { c.syncDesired(s) })
