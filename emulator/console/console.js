@@ -9,6 +9,7 @@
   const MAX_POINTS = 5000; // per device, in the browser
   const MAX_EVENTS = 200;
   const MAX_RESULTS = 50;
+  const RECENT_EVENTS = 40;
 
   const S = {
     csrf: '',
@@ -19,6 +20,7 @@
     eSeq: 0,
     es: null,
     events: [],
+    shipPick: new Map(), // device ID -> shipment chosen in the detail panel
     renderTimer: 0,
     refreshTimer: 0,
   };
@@ -213,7 +215,8 @@
     for (const [id, pts] of Object.entries(tel.devices)) addPoints(id, pts);
     S.tSeq = tel.seq;
     await loadState();
-    S.eSeq = S.state.eventSeq;
+    // The stream starts with the last few events, for the event list.
+    S.eSeq = Math.max(0, S.state.eventSeq - RECENT_EVENTS);
     openStream();
   }
 
@@ -426,19 +429,55 @@
     }
     const s = S.series.get(S.selected) || { pts: [] };
     const b = d ? band(d) : { min: 2, max: 8 };
-    const temps = s.pts.filter((p) => typeof p.tempC === 'number');
+    const ship = pickShipment(d, s.pts);
+    const pts = shipmentPoints(s.pts, ship);
+    const temps = pts.filter((p) => typeof p.tempC === 'number');
     const ex = excursions(temps, b);
-    const fixes = s.pts.filter((p) => typeof p.lat === 'number' && typeof p.lon === 'number');
+    const fixes = pts.filter((p) => typeof p.lat === 'number' && typeof p.lon === 'number');
+    const marks = pts.filter((p) => p.kind === 'seal' || p.kind === 'gap');
     $('detail-summary').textContent = temps.length
-      ? `${temps.length} readings from ${fmtTime(temps[0].time, true)} to ${fmtTime(temps[temps.length - 1].time, true)}; ` +
+      ? `${ship === ALL ? 'All records' : 'Shipment ' + ship}: ${temps.length} readings from ${fmtTime(temps[0].time, true)} to ${fmtTime(temps[temps.length - 1].time, true)}; ` +
         `${ex.spans.length} excursion${ex.spans.length === 1 ? '' : 's'} outside ${b.min}…${b.max} °C` +
-        (ex.spans.length ? ` (${fmtDuration(ex.totalMs)} in all)` : '') + `; ${fixes.length} GPS fixes`
+        (ex.spans.length ? ` (${fmtDuration(ex.totalMs)} in all)` : '') + `; ${fixes.length} GPS fixes` +
+        (marks.some((p) => p.kind === 'seal') ? '; sealed' : '')
       : 'No telemetry from this device yet.';
-    lineChart($('temp-chart'), temps, 'tempC', { band: b, spans: ex.spans, digits: 1, unit: '°C', cls: 'temp' });
+    lineChart($('temp-chart'), temps, 'tempC', { band: b, spans: ex.spans, marks, digits: 1, unit: '°C', cls: 'temp' });
     const p = d && d.thresholds.pressureMinHPa !== undefined ? { min: d.thresholds.pressureMinHPa, max: d.thresholds.pressureMaxHPa } : null;
-    const pres = s.pts.filter((x) => typeof x.pHPa === 'number');
-    lineChart($('pressure-chart'), pres, 'pHPa', { band: p, spans: p ? excursions(pres.map((x) => ({ time: x.time, tempC: x.pHPa })), p).spans : [], digits: 0, unit: 'hPa', cls: 'pressure' });
+    const pres = pts.filter((x) => typeof x.pHPa === 'number');
+    lineChart($('pressure-chart'), pres, 'pHPa', { band: p, spans: p ? excursions(pres.map((x) => ({ time: x.time, tempC: x.pHPa })), p).spans : [], marks, digits: 0, unit: 'hPa', cls: 'pressure' });
     routeMap($('route'), fixes, b);
+  }
+
+  const ALL = '(all records)';
+
+  // pickShipment returns the shipment the detail panel shows: the one
+  // chosen here, else the device's current one (its twin), else the latest
+  // one in its records. It keeps the shipment selector in step.
+  function pickShipment(d, pts) {
+    const counts = new Map();
+    for (const p of pts) if (p.ship) counts.set(p.ship, (counts.get(p.ship) || 0) + 1);
+    let ship = S.shipPick.get(S.selected);
+    if (ship !== ALL && !counts.has(ship)) {
+      ship = d && d.shipment && counts.has(d.shipment) ? d.shipment : ALL;
+      if (ship === ALL) for (let i = pts.length - 1; i >= 0; i--) if (pts[i].ship) { ship = pts[i].ship; break; }
+    }
+    const options = [...counts.keys(), ALL];
+    const sel = $('shipment');
+    if (Array.from(sel.options).map((o) => o.value).join('\n') !== options.join('\n')) {
+      sel.replaceChildren(...options.map((v) => el('option', { value: v, text: v === ALL ? 'all records' : `${v} (${counts.get(v)})` })));
+    }
+    sel.value = ship;
+    return ship;
+  }
+
+  // shipmentPoints keeps a shipment's records, and the gap reports (which
+  // belong to no shipment) that fall within its time.
+  function shipmentPoints(pts, ship) {
+    if (ship === ALL) return pts;
+    const own = pts.filter((p) => p.ship === ship);
+    if (!own.length) return own;
+    const t0 = own[0].time, t1 = own[own.length - 1].time;
+    return pts.filter((p) => p.ship === ship || (p.kind === 'gap' && p.time >= t0 && p.time <= t1));
   }
 
   // excursions groups consecutive readings outside the band.
@@ -561,6 +600,19 @@
       if (!out && !alert) continue;
       const c = svg('circle', { cx: x(p.time), cy: y(p[key]), r: out ? 3 : 2.5, class: out ? 'excursion' : 'alert' }, marks);
       svg('title', { text: `${fmtTime(p.time, true)}  ${p[key].toFixed(o.digits + 1)} ${o.unit}${p.alerts ? '  ' + p.alerts.join(', ') : ''}` }, c);
+    }
+    // Seals and gap reports.
+    for (const m of o.marks || []) {
+      if (m.time < t0 || m.time > t1) continue;
+      if (m.kind === 'seal') {
+        const g = svg('g', { class: 'seal' }, root);
+        svg('line', { x1: x(m.time), x2: x(m.time), y1: T, y2: H - B }, g);
+        svg('text', { x: x(m.time) - 4, y: T + 12, 'text-anchor': 'end', text: 'sealed' }, g);
+      } else {
+        const xx = x(m.time), yy = H - B;
+        const tri = svg('path', { d: `M${xx - 5},${yy} L${xx + 5},${yy} L${xx},${yy - 8} Z`, class: 'gap' }, root);
+        svg('title', { text: `${fmtTime(m.time, true)}: records lost from the device's buffer` }, tri);
+      }
     }
     const lastP = pts[pts.length - 1];
     svg('circle', { cx: x(lastP.time), cy: y(lastP[key]), r: 3.5, class: 'last' }, root);
@@ -738,6 +790,10 @@
       localStorage.setItem('band:' + S.selected, JSON.stringify({ min, max }));
       $('band-min').blur(); $('band-max').blur();
       renderDevices();
+      renderDetail();
+    });
+    $('shipment').addEventListener('change', () => {
+      S.shipPick.set(S.selected, $('shipment').value);
       renderDetail();
     });
     $('band-reset').addEventListener('click', () => {
