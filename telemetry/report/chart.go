@@ -83,6 +83,10 @@ func decimals(step float64) int {
 	return 6
 }
 
+// maxTicks bounds the ticks and grid lines of an axis, whatever the
+// values (a float step can be too small to advance a huge value).
+const maxTicks = 40
+
 // timeSteps are the candidate intervals between time axis ticks.
 var timeSteps = []time.Duration{
 	time.Minute, 2 * time.Minute, 5 * time.Minute, 10 * time.Minute, 15 * time.Minute, 30 * time.Minute,
@@ -114,7 +118,7 @@ func timeTicks(t0, t1 time.Time, n int, loc *time.Location) ([]time.Time, time.D
 		first = day.Add(l.Sub(day).Truncate(step))
 	}
 	var out []time.Time
-	for t := first; !t.After(t1); {
+	for t := first; !t.After(t1) && len(out) <= 4*n; {
 		if !t.Before(t0) {
 			out = append(out, t)
 		}
@@ -188,7 +192,11 @@ func buildTimeChart(r *Report, s chartSeries, loc *time.Location) timeChart {
 	// Band, threshold lines, grid and labels.
 	c.Band = svgRect{X: f1(px0), Y: f1(ys.at(s.hi)), W: f1(px1 - px0), H: f1(ys.at(s.lo) - ys.at(s.hi)), Class: "band"}
 	dec := decimals(step)
-	for v := d0; v <= d1+step/1e6; v += step {
+	for k := 0; k <= maxTicks; k++ {
+		v := d0 + float64(k)*step
+		if v > d1+step/1e6 {
+			break
+		}
 		y := ys.at(v)
 		c.Grid = append(c.Grid, svgLine{X1: f1(px0), Y1: f1(y), X2: f1(px1), Y2: f1(y), Class: "grid"})
 		c.Labels = append(c.Labels, svgText{X: f1(px0 - 6), Y: f1(y + 4), Text: strconv.FormatFloat(v, 'f', dec, 64), Class: "tick", Anchor: "end"})

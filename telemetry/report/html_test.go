@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/coldchain/tracker/telemetry"
 	"github.com/google/go-cmp/cmp"
 )
 
@@ -188,4 +189,32 @@ func TestMapMarkersDoNotOverlap(t *testing.T) {
 	if m.Marks[0].X == m.Marks[1].X && m.Marks[0].Y == m.Marks[1].Y {
 		t.Error("markers of excursions 1 and 2 are drawn on top of each other")
 	}
+}
+
+func TestMapAtThePole(t *testing.T) {
+	a, b := rd(1, 0, 5), rd(2, 5, 5)
+	a.Fix = &telemetry.Fix{Mode: 3, Lat: 90, Lon: 0}
+	b.Fix = &telemetry.Fix{Mode: 3, Lat: 90, Lon: 0}
+	rep, err := Analyze(&Telemetry{Records: []DeviceRecord{a, b}}, Options{Shipment: "S"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if page := render(t, rep, RenderOptions{}); strings.Contains(page, "NaN") || strings.Contains(page, "Inf") {
+		t.Error("map at the pole has NaN or Inf coordinates")
+	}
+}
+
+func TestChartWithHugeValues(t *testing.T) {
+	// A float step too small to advance the value must not loop forever.
+	a, b := rd(1, 0, 1e20), rd(2, 5, 1e20)
+	rep, err := Analyze(&Telemetry{Records: []DeviceRecord{a, b}}, Options{Shipment: "S",
+		Thresholds: Thresholds{TempMinC: 1e20, TempMaxC: 1e20 + 1, PressureMinHPa: 0, PressureMaxHPa: 1e300}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := buildTimeChart(rep, chartSeries{title: "T", unit: "°C", get: tempOf, lo: 1e20, hi: 1e20 + 1, quantity: Temperature}, time.UTC)
+	if len(c.Grid) > 2*maxTicks+20 {
+		t.Errorf("%d grid lines", len(c.Grid))
+	}
+	render(t, rep, RenderOptions{})
 }

@@ -46,7 +46,8 @@ func buildMap(r *Report, excursions []numbered) routeMap {
 		return m
 	}
 	midLat := (rt.South + rt.North) / 2
-	kx := math.Cos(midLat * math.Pi / 180)
+	// Near a pole the projection degenerates; keep a usable width.
+	kx := math.Max(math.Cos(midLat*math.Pi/180), 0.05)
 	west, east, south, north := rt.West, rt.East, rt.South, rt.North
 	if (east-west)*kx < minSpanDeg {
 		c := (east + west) / 2
@@ -80,12 +81,20 @@ func buildMap(r *Report, excursions []numbered) routeMap {
 	// Graticule.
 	step := niceStep(math.Max(east-west, north-south), 6)
 	dec := decimals(step)
-	for lon := math.Ceil(west/step) * step; lon <= east; lon += step {
+	for k := 0; k <= maxTicks; k++ {
+		lon := (math.Ceil(west/step) + float64(k)) * step
+		if lon > east {
+			break
+		}
 		x := px(lon)
 		m.Grid = append(m.Grid, svgLine{X1: f1(x), Y1: "0", X2: f1(x), Y2: strconv.Itoa(m.H), Class: "grat"})
 		m.Labels = append(m.Labels, svgText{X: f1(x + 3), Y: strconv.Itoa(m.H - 6), Text: lonLabel(lon, dec), Class: "gratlabel", Anchor: "start"})
 	}
-	for lat := math.Ceil(south/step) * step; lat <= north; lat += step {
+	for k := 0; k <= maxTicks; k++ {
+		lat := (math.Ceil(south/step) + float64(k)) * step
+		if lat > north {
+			break
+		}
 		y := py(lat)
 		m.Grid = append(m.Grid, svgLine{X1: "0", Y1: f1(y), X2: strconv.Itoa(mapW), Y2: f1(y), Class: "grat"})
 		m.Labels = append(m.Labels, svgText{X: "4", Y: f1(y - 3), Text: latLabel(lat, dec), Class: "gratlabel", Anchor: "start"})
