@@ -208,11 +208,11 @@ func TestChartWithHugeValues(t *testing.T) {
 	// A float step too small to advance the value must not loop forever.
 	a, b := rd(1, 0, 1e20), rd(2, 5, 1e20)
 	rep, err := Analyze(&Telemetry{Records: []DeviceRecord{a, b}}, Options{Shipment: "S",
-		Thresholds: Thresholds{TempMinC: 1e20, TempMaxC: 1e20 + 1, PressureMinHPa: 0, PressureMaxHPa: 1e300}})
+		Thresholds: Thresholds{TempMinC: 1e20, TempMaxC: 1e20 + 65536, PressureMinHPa: 0, PressureMaxHPa: 1e300}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := buildTimeChart(rep, chartSeries{title: "T", unit: "°C", get: tempOf, lo: 1e20, hi: 1e20 + 1, quantity: Temperature}, time.UTC)
+	c := buildTimeChart(rep, chartSeries{title: "T", unit: "°C", get: tempOf, lo: 1e20, hi: 1e20 + 65536, quantity: Temperature}, time.UTC)
 	if len(c.Grid) > 2*maxTicks+20 {
 		t.Errorf("%d grid lines", len(c.Grid))
 	}
