@@ -21,7 +21,11 @@ clients the DPS and IoT Hub REST APIs over HTTPS (--https-addr). The state
 directory keeps enrollments, registrations and devices across restarts;
 DIR/emulator.json lists the endpoints, the ID scope, both service connection
 strings and the server CA, and DIR/telemetry.jsonl receives every
-device-to-cloud message.
+device-to-cloud message. A web console on the HTTPS address (/console/)
+shows enrollments, registrations, devices and live telemetry with charts
+and routes, and offers flush, disenroll and deprovision; log in with the
+token printed at start (consoleToken in emulator.json) or the hub
+connection string.
 
 Subcommands for a running emulator (they read DIR/emulator.json):
   trackerctl emulator fault --state DIR [fault flags]   inject or clear faults
@@ -144,6 +148,7 @@ func cmdEmulator(ctx context.Context, env *cmdline.Env, args []string) error {
 	fmt.Fprintf(env.Stdout, "emulator: endpoints and connection strings in %s\n", filepath.Join(info.StateDir, emulator.InfoFile))
 	fmt.Fprintf(env.Stdout, "emulator: MQTT (DPS %s, hub %s) on %s, HTTPS %s on %s; server CA %s\n",
 		info.DPSHost, info.HubHost, info.MQTTAddr, info.HTTPSURL, info.HTTPSAddr, info.ServerCAFile)
+	fmt.Fprintf(env.Stdout, "emulator: web console %s (log in with the token %s)\n", info.ConsoleURL, info.ConsoleToken)
 	fmt.Fprintf(env.Stdout, "emulator: telemetry appended to %s; stop with Ctrl-C\n", info.TelemetryFile)
 	<-ctx.Done()
 	if err := e.Close(); err != nil {
