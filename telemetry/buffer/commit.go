@@ -26,8 +26,9 @@ const (
 	// appended in the last batch window, if any, had seqs in the range.
 	// Count is 0 (unknown).
 	GapUncleanShutdown = "unclean-shutdown"
-	// GapCorruptFile: the buffer file was damaged and set aside; records
-	// in the range that were not salvaged are lost. Count is 0 (unknown).
+	// GapCorruptFile: the buffer file was damaged and set aside, or a
+	// damaged meta page may have rolled back its last commit; records in
+	// the range that were not salvaged are lost. Count is 0 (unknown).
 	GapCorruptFile = "corrupt-file"
 	// GapMissingFile: the buffer file was gone while its seq high-water
 	// file remained; records below LastSeq that were never delivered are

@@ -107,7 +107,10 @@
 // salvaged into a new file, numbering resumes above the high-water file,
 // and the loss is reported in the returned [Recovery] and as a gap event.
 // A record whose checksum fails in an otherwise sound file is removed and
-// reported the same way. A truncated file, a garbled page, a zero-length
+// reported the same way. A damaged meta page in an otherwise sound file
+// means bbolt may have fallen back to the previous commit: Open reports
+// it, and numbering resumes above the high-water file so that the seqs
+// of a rolled-back commit are not handed out again. A truncated file, a garbled page, a zero-length
 // file and a missing file all open.
 //
 // A second process opening the same buffer gets [ErrLocked] (an flock on

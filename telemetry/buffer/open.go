@@ -141,6 +141,7 @@ func (b *Buffer) open() (*Recovery, error) {
 	}
 	var salvaged map[uint64]Entry
 	var salvagedState *state
+	var metaErr error // one meta page is damaged: the last commit may be rolled back
 	exists := false
 	if fi, err := os.Stat(b.path); err == nil && fi.Size() > 0 {
 		exists = true
@@ -149,6 +150,8 @@ func (b *Buffer) open() (*Recovery, error) {
 			if err := b.setAside(rec, err); err != nil {
 				return nil, err
 			}
+		} else {
+			metaErr = checkMetaPages(b.path)
 		}
 	} else if err != nil && !errors.Is(err, os.ErrNotExist) {
 		return nil, fmt.Errorf("buffer: open %s: %w", b.path, err)
@@ -183,6 +186,18 @@ func (b *Buffer) open() (*Recovery, error) {
 			if o.st.Batch && o.st.Reserved > o.st.Last+1 {
 				rec.MaybeLostFirst, rec.MaybeLostLast = o.st.Last+1, o.st.Reserved-1
 				gaps = append(gaps, telemetry.Gap{FirstSeq: o.st.Last + 1, LastSeq: o.st.Reserved - 1, Reason: GapUncleanShutdown})
+			}
+		}
+		if metaErr != nil {
+			// bbolt fell back to (or may have) the older meta page: the
+			// newest commit's records and its seqs are unknown. Number
+			// on above the high-water file, so no seq handed out before
+			// is used again, and report the range.
+			rec.Damage = errors.Join(rec.Damage, metaErr)
+			if hwErr == nil && hw > next {
+				rec.MaybeLostFirst, rec.MaybeLostLast = next, hw-1
+				gaps = append(gaps, telemetry.Gap{FirstSeq: next, LastSeq: hw - 1, Reason: GapCorruptFile})
+				next = hw
 			}
 		}
 	default:
@@ -274,6 +289,27 @@ func checkPath(path string) error {
 		return fmt.Errorf("buffer: check %s: %w", path, err)
 	}
 	return checkFile(f, fi.Size(), nil)
+}
+
+// checkMetaPages reports a damaged meta page in a file that passed
+// checkPath. bbolt writes the two meta pages in turn and opens from the
+// newest valid one, so a damaged page (a torn write, or rot) silently
+// rolls back the commit that wrote it if it was the newest.
+func checkMetaPages(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return fmt.Errorf("buffer: check %s: %w", path, err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return fmt.Errorf("buffer: check %s: %w", path, err)
+	}
+	_, other, _, err := chooseMeta(f, fi.Size())
+	if err == nil && other.err != nil {
+		return fmt.Errorf("%w: a meta page is invalid (%v): the last commit may have been rolled back", errDamaged, other.err)
+	}
+	return nil
 }
 
 // salvagePath collects the intact records (and state) of a damaged file.
