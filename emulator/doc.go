@@ -35,6 +35,20 @@
 // open). Errors have Azure's bodies: DPS's {errorCode, trackingId, message,
 // timestampUtc}, the hub's {Message: "ErrorCode:...;...", ExceptionMessage}.
 //
+// # Web console
+//
+// The HTTPS listener also serves a web console under [ConsolePath]: plain
+// HTML, JavaScript and inline SVG embedded in the binary, with a JSON API
+// under ConsolePath+"api/" and a server-sent events stream of telemetry and
+// events for the live charts and routes. The operator logs in with
+// [Info.ConsoleToken] (new on every start) or the hub connection string;
+// the session is an HttpOnly, Secure, SameSite=Strict cookie and every
+// action (flush, disenroll, deprovision, logout) needs the session's CSRF
+// token in a header. The stream runs on its request's goroutine and ends
+// with the request, the session or the emulator. To disenroll devices that
+// went offline, the console keeps the certificates it saw on live
+// connections in the state database.
+//
 // # State directory
 //
 // DIR/state.db (bbolt) holds the identity (ID scope, service keys),
