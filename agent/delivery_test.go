@@ -1,15 +1,19 @@
 package agent_test
 
 import (
+	"context"
+	"encoding/json"
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/coldchain/tracker/agent"
+	"github.com/coldchain/tracker/emulator"
 	"github.com/coldchain/tracker/telemetry"
 	"github.com/coldchain/tracker/telemetry/buffer"
 )
@@ -126,7 +130,7 @@ func powerCut(t *testing.T, sync string, batchRecords int, batchInterval time.Du
 
 	got, msgs := r.deliveries(id)
 	left, next := leftovers(t, dir)
-	dups := checkDuplicates(t, got)
+	dups := checkDuplicates(t, got, true)
 	gaps := gapsOf(got, left)
 
 	var lost []uint64
@@ -313,4 +317,158 @@ func pause(d time.Duration) {
 	t := time.NewTimer(d)
 	defer t.Stop()
 	<-t.C
+}
+
+// damageBuffer damages the buffer file the way a failing SD card or a cut
+// during a write might: truncated at a random offset, random bytes
+// garbled, a page zeroed, a meta page rotted, or nothing left. It returns what it did.
+func damageBuffer(t *testing.T, rng *rand.Rand, path string, mode int) string {
+	t.Helper()
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	size := fi.Size()
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if err := f.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}()
+	switch mode % 5 {
+	case 0:
+		off := rng.Int64N(size)
+		if err := f.Truncate(off); err != nil {
+			t.Fatal(err)
+		}
+		return fmt.Sprintf("truncated %d-byte file at %d", size, off)
+	case 1:
+		var what []string
+		for range 1 + rng.IntN(4) {
+			off, n := rng.Int64N(size), 16+rng.IntN(512)
+			junk := make([]byte, n)
+			for i := range junk {
+				junk[i] = byte(rng.Uint32())
+			}
+			if _, err := f.WriteAt(junk, off); err != nil {
+				t.Fatal(err)
+			}
+			what = append(what, fmt.Sprintf("%d@%d", n, off))
+		}
+		return fmt.Sprintf("garbled %d-byte file: %s", size, strings.Join(what, " "))
+	case 2:
+		const page = 4096
+		off := rng.Int64N(max(size/page, 1)) * page
+		if _, err := f.WriteAt(make([]byte, page), off); err != nil {
+			t.Fatal(err)
+		}
+		return fmt.Sprintf("zeroed the page at %d of a %d-byte file", off, size)
+	case 3:
+		// Rot in one of bbolt's two meta pages (page size 4096).
+		off := rng.Int64N(2)*4096 + 16 + rng.Int64N(64)
+		if _, err := f.WriteAt([]byte{byte(rng.Uint32()) | 1}, off); err != nil {
+			t.Fatal(err)
+		}
+		return fmt.Sprintf("garbled a meta page byte at %d", off)
+	default:
+		if err := f.Truncate(0); err != nil {
+			t.Fatal(err)
+		}
+		return fmt.Sprintf("truncated %d-byte file to nothing", size)
+	}
+}
+
+// A buffer file truncated or garbled between runs never stops trackerd:
+// it starts, reports the recovery as a warning, numbers new records above
+// every seq it ever handed out, and new records flow.
+func TestDamagedBufferNeverStopsStartup(t *testing.T) {
+	r := newRig(t)
+	rng := rand.New(rand.NewPCG(testSeed(t), 61))
+	id := "damaged-buffer"
+	dir := r.device(id, deviceOpts{interval: 100 * time.Millisecond, sensorInterval: 100 * time.Millisecond,
+		extra: "[hub]\nreconnect_min = \"100ms\"\nreconnect_max = \"500ms\"\n\n[buffer]\nsync = \"always\"\n"})
+	path := filepath.Join(dir, "state", "buffer.db")
+
+	const rounds = 15
+	var lastNext uint64 // NextSeq seen last before the previous kill
+	setAside, damaged := 0, 0
+	for round := range rounds + 1 {
+		d := r.start(dir)
+		st := d.waitStatus("local API", 60*time.Second, func(agent.Status) bool { return true })
+		// Seqs below lastNext-1 were returned by Append before the kill
+		// (lastNext-1 may have been in flight, never returned, and may
+		// be handed out again).
+		if st.Buffer.NextSeq+1 < lastNext {
+			t.Errorf("round %d: numbering resumed at %d, but seqs up to %d were handed out before: they would be reused", round, st.Buffer.NextSeq, lastNext-2)
+		}
+		if round > 0 {
+			if !statusHasWarning(st, "buffer recovery") {
+				t.Errorf("round %d: no buffer recovery warning in the status after a kill and damage: %+v", round, st.Warnings)
+			}
+			for _, w := range st.Warnings {
+				if strings.Contains(w.Msg, "buffer recovery") {
+					t.Logf("round %d: %s", round, w.Msg)
+					if strings.Contains(w.Msg, "set aside") {
+						setAside++
+					}
+					if strings.Contains(w.Msg, "damage") || strings.Contains(w.Msg, "missing") {
+						damaged++
+					}
+				}
+			}
+		}
+		// New records flow to the hub.
+		first := st.Buffer.NextSeq
+		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+		_, err := r.emu.WaitTelemetry(ctx, func(m emulator.Message) bool {
+			var b telemetry.Batch
+			if !strings.EqualFold(m.DeviceID, id) || json.Unmarshal(m.Payload, &b) != nil {
+				return false
+			}
+			for _, rec := range b.Records {
+				if rec.Seq >= first && rec.Kind == telemetry.KindReading {
+					return true
+				}
+			}
+			return false
+		})
+		cancel()
+		if err != nil {
+			t.Fatalf("round %d: no new record (seq >= %d) reached the hub: %v\n%s", round, first, err, logTail(d.log.String(), 8<<10))
+		}
+		if round == rounds {
+			d.term()
+			break
+		}
+		pause(time.Duration(rng.Int64N(int64(300 * time.Millisecond))))
+		if st, err := d.status(); err == nil {
+			lastNext = st.Buffer.NextSeq
+		}
+		d.kill()
+		t.Logf("round %d: %s", round, damageBuffer(t, rng, path, round))
+	}
+
+	got, msgs := r.deliveries(id)
+	left, _ := leftovers(t, dir)
+	checkDuplicates(t, got, false)
+	corrupt := 0
+	for _, g := range gapsOf(got, left) {
+		switch g.Reason {
+		case buffer.GapCorruptFile, buffer.GapCorruptRecords, buffer.GapMissingFile:
+			corrupt++
+		default:
+			t.Errorf("unexpected gap event: %+v", g)
+		}
+	}
+	t.Logf("%d rounds of damage: %d detected (%d files set aside), %d damage gap events reported; %d records in %d messages",
+		rounds, damaged, setAside, corrupt, len(got), msgs)
+	if corrupt < damaged {
+		t.Errorf("%d damaged files were recovered but only %d gap events reported the loss", damaged, corrupt)
+	}
+	if damaged == 0 {
+		t.Errorf("none of %d rounds of damage was detected", rounds)
+	}
 }
