@@ -472,3 +472,84 @@ func TestDamagedBufferNeverStopsStartup(t *testing.T) {
 		t.Errorf("none of %d rounds of damage was detected", rounds)
 	}
 }
+
+// While trackerd streams, the emulator drops the connection, withholds
+// PUBACKs (the message arrives, its acknowledgement does not), throttles
+// and delays. Afterwards every record has arrived, and a record that
+// arrived twice did so under the same $.mid.
+func TestNetworkChaos(t *testing.T) {
+	r := newRig(t)
+	rng := rand.New(rand.NewPCG(testSeed(t), 62))
+	id := "chaos"
+	dir := r.device(id, deviceOpts{interval: 100 * time.Millisecond, sensorInterval: 100 * time.Millisecond,
+		extra: "[hub]\nreconnect_min = \"100ms\"\nreconnect_max = \"500ms\"\n"})
+	d := r.start(dir)
+	d.waitStatus("connected", 60*time.Second, func(s agent.Status) bool { return s.Connection.State == "connected" })
+
+	f := r.emu.Faults()
+	span := func(lo, hi time.Duration) time.Duration { return lo + time.Duration(rng.Int64N(int64(hi-lo))) }
+	did := map[string]int{}
+	for end := time.Now().Add(30 * time.Second); time.Now().Before(end); {
+		switch rng.IntN(5) {
+		case 0:
+			f.DropDevice(id)
+			did["drop"]++
+		case 1:
+			// The hub gets the next messages but their PUBACKs are
+			// lost; the connection then breaks (a client waits up to
+			// its publish timeout, 30s, otherwise).
+			f.WithholdPubacks(id, 1+rng.IntN(3))
+			pause(span(300*time.Millisecond, 800*time.Millisecond))
+			f.DropDevice(id)
+			did["withhold+drop"]++
+		case 2:
+			hold := span(300*time.Millisecond, 1500*time.Millisecond)
+			f.WithholdPubacksFor(id, hold)
+			pause(hold + 100*time.Millisecond)
+			f.DropDevice(id)
+			did["withhold-for+drop"]++
+		case 3:
+			f.ThrottleD2C(2 + 6*rng.Float64())
+			pause(span(time.Second, 3*time.Second))
+			f.ThrottleD2C(0)
+			did["throttle"]++
+		case 4:
+			f.Latency(span(50*time.Millisecond, 300*time.Millisecond))
+			pause(span(time.Second, 2*time.Second))
+			f.Latency(0)
+			did["latency"]++
+		}
+		pause(span(200*time.Millisecond, time.Second))
+	}
+	f.Clear()
+	st := d.waitStatus("backlog drained", 2*time.Minute, func(s agent.Status) bool {
+		return s.Connection.State == "connected" && s.Buffer.Depth <= 2
+	})
+	d.term()
+
+	got, msgs := r.deliveries(id)
+	left, next := leftovers(t, dir)
+	dups := checkDuplicates(t, got, true)
+	var lost []uint64
+	for s := uint64(1); s < next; s++ {
+		_, sent := got[s]
+		_, kept := left[s]
+		if !sent && !kept {
+			lost = append(lost, s)
+		}
+	}
+	t.Logf("chaos %v: seqs 1..%d: %d delivered in %d messages, %d left in the buffer, %d delivered more than once (same $.mid), %d reconnects",
+		did, next-1, len(got), msgs, len(left), dups, st.Connection.Reconnects)
+	if len(lost) > 0 {
+		t.Errorf("%d records never arrived: seqs %s", len(lost), seqRanges(lost))
+	}
+	for _, g := range gapsOf(got, left) {
+		t.Errorf("unexpected gap event: %+v", g)
+	}
+	if dups == 0 && did["withhold+drop"]+did["withhold-for+drop"] > 0 {
+		t.Errorf("PUBACKs were withheld but no message arrived twice: the resend path was not exercised")
+	}
+	if st.Connection.Reconnects == 0 {
+		t.Errorf("no reconnects after %d dropped connections", did["drop"]+did["withhold+drop"]+did["withhold-for+drop"])
+	}
+}
