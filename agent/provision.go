@@ -160,12 +160,30 @@ func (a *Agent) wait(ctx context.Context, d time.Duration, beat func()) bool {
 
 func (a *Agent) setProv(state, lastErr string, next time.Time, asg *identity.Assignment) {
 	a.mu.Lock()
-	defer a.mu.Unlock()
 	a.prov.state, a.prov.lastErr, a.prov.nextAttempt, a.prov.assignment = state, lastErr, next, asg
 	if state == stateRegistering {
 		a.prov.attempts++
 	}
+	attempts := a.prov.attempts
+	a.mu.Unlock()
+	var line string
+	switch {
+	case state == stateRegistering:
+		line = fmt.Sprintf("registering with DPS (attempt %d)", attempts)
+	case state == stateAssigned && asg != nil:
+		line = fmt.Sprintf("assigned to %s as %s; connecting", asg.AssignedHub, asg.DeviceID)
+	case lastErr != "":
+		line = fmt.Sprintf("provisioning %s: %s", state, lastErr)
+	default:
+		line = "provisioning " + state
+	}
+	a.showStatus(line)
 }
+
+// showStatus sets the line "systemctl status trackerd" shows (STATUS=) while
+// every component makes progress; the supervisor shows stalls instead.
+// Failures are logged by the supervisor.
+func (a *Agent) showStatus(line string) { _ = a.super.SetStatus(line) }
 
 // register runs one DPS registration and caches the assignment.
 func (a *Agent) register(ctx context.Context) (*identity.Assignment, error) {
@@ -287,10 +305,14 @@ func (a *Agent) runHub(ctx context.Context, asg *identity.Assignment, beat func(
 			c.report(sctx)
 		case <-poll.C:
 			beat()
-			connected := client.State().Connected
+			st := client.State()
+			connected := st.Connected
 			if connected && !wasConnected {
+				a.showStatus(fmt.Sprintf("connected to %s as %s", asg.AssignedHub, asg.DeviceID))
 				a.pub.Wake()
 				c.report(sctx)
+			} else if !connected && wasConnected {
+				a.showStatus(fmt.Sprintf("connection to %s lost, reconnecting: %s", asg.AssignedHub, st.LastError))
 			}
 			wasConnected = connected
 		}

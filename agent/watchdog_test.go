@@ -223,6 +223,10 @@ interval = "1s"
 		t.Errorf("status sensor = %v °C, %v hPa; want 4.5 °C, 1013.25 hPa from the IIO files", *st.Sensor.TempC, *st.Sensor.PressureHPa)
 	}
 	ns.await(t, p, "WATCHDOG=1 while DPS is unreachable", 10*time.Second, isWatchdog)
+	// "systemctl status" says what the agent is doing.
+	ns.await(t, p, "a STATUS= saying DPS is unreachable", 10*time.Second, func(s string) bool {
+		return strings.HasPrefix(s, "STATUS=provisioning backoff: DPS unreachable")
+	})
 	// Repeated registration failures are logged once as a warning (and
 	// listed once in the status), the rest at debug level, not flooding
 	// the journal.
@@ -302,7 +306,12 @@ interval = "1s"
 	if err := w.Close(); err != nil {
 		t.Fatal(err)
 	}
-	ns.await(t, p, "WATCHDOG=1 after the sampler recovered", allowance, isWatchdog)
+	// The first check after recovery puts the agent's own line back, then
+	// feeds the watchdog.
+	ns.await(t, p, "the STATUS= line back after the sampler recovered", allowance, func(s string) bool {
+		return strings.HasPrefix(s, "STATUS=") && !strings.Contains(s, "stalled")
+	})
+	ns.await(t, p, "WATCHDOG=1 after the sampler recovered", 5*time.Second, isWatchdog)
 
 	// SIGTERM: a clean exit, announced with STOPPING=1.
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
