@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/coldchain/tracker/agent"
+	"github.com/coldchain/tracker/agent/config"
 	"github.com/coldchain/tracker/emulator"
 	"github.com/coldchain/tracker/telemetry"
 	"github.com/coldchain/tracker/telemetry/buffer"
@@ -551,5 +552,156 @@ func TestNetworkChaos(t *testing.T) {
 	}
 	if st.Connection.Reconnects == 0 {
 		t.Errorf("no reconnects after %d dropped connections", did["drop"]+did["withhold+drop"]+did["withhold-for+drop"])
+	}
+}
+
+// A week out of coverage at the configured rate against a small cap: the
+// buffer evicts routine readings by its policy (newest at full
+// resolution, oldest thinned, then dropped), keeps every alert, and when
+// the hub is back trackerd delivers the alerts, what was kept, and gap
+// events whose counts account for every reading evicted.
+//
+// A week of real time cannot pass in a test, so the week is appended on a
+// simulated clock into the device's buffer file, through the same
+// telemetry/buffer options trackerd derives from its config (see
+// openBuffer in buffer.go), with the records the sampler makes; then the
+// real trackerd starts on that state directory and drains it.
+func TestWeekOfflineAgainstSmallCap(t *testing.T) {
+	r := newRig(t)
+	id := "week-offline"
+	dir := r.device(id, deviceOpts{interval: time.Minute, sensorInterval: 10 * time.Second,
+		extra: "[buffer]\nmax_bytes = \"512KiB\"\n"})
+	cfg, err := config.Load(filepath.Join(dir, "config.toml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now().Add(-7 * 24 * time.Hour).Truncate(time.Minute).UTC()
+	now := start
+	b, _, err := buffer.Open(filepath.Join(cfg.StateDir, "buffer.db"), buffer.Options{
+		Sync: buffer.SyncPolicy(cfg.Buffer.Sync), BatchRecords: cfg.Buffer.BatchRecords,
+		BatchInterval: cfg.Buffer.BatchInterval.D(), MaxBytes: int64(cfg.Buffer.MaxBytes),
+		Now: func() time.Time { return now },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	interval := cfg.Telemetry.Interval.D()
+	n := int(7 * 24 * time.Hour / interval)
+	routine, alerts := map[uint64]time.Time{}, map[uint64]bool{}
+	for i := range n {
+		now = start.Add(time.Duration(i) * interval)
+		rec := telemetry.Record{Kind: telemetry.KindReading, Time: now, Clock: "gps", Shipment: cfg.Telemetry.ShipmentID,
+			Env: &telemetry.Env{TempC: 4.5, PressureHPa: 1012.8},
+			Fix: &telemetry.Fix{Time: now, Mode: 3, Lat: 51.95, Lon: 4.14, Sats: 9}}
+		class := buffer.Routine
+		// Half an hour every day the reefer fails: alerts.
+		if m := now.Sub(start) % (24 * time.Hour); m >= 14*time.Hour && m < 14*time.Hour+30*time.Minute {
+			rec.Env.TempC = 11.2
+			rec.Alerts = []string{telemetry.AlertTempHigh}
+			class = buffer.Alert
+		}
+		data, err := rec.Marshal()
+		if err != nil {
+			t.Fatal(err)
+		}
+		seq, err := b.Append(class, now, data)
+		if err != nil {
+			t.Fatalf("append %d of a week: %v", i, err)
+		}
+		if class == buffer.Alert {
+			alerts[seq] = true
+		} else {
+			routine[seq] = now
+		}
+	}
+	bs := b.Stats()
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	fi, err := os.Stat(filepath.Join(cfg.StateDir, "buffer.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("a week at one reading per %v: %d readings (%d alerts) into a %d KiB budget: file %d KiB, %d kept (live %d of %d bytes), %d thinned, %d dropped, %d gap events",
+		interval, n, len(alerts), cfg.Buffer.MaxBytes>>10, fi.Size()>>10, bs.Depth, bs.Bytes, bs.LiveLimit, bs.Thinned, bs.Dropped, bs.GapEvents)
+	if fi.Size() > int64(cfg.Buffer.MaxBytes) {
+		t.Errorf("buffer file is %d bytes, over max_bytes %d", fi.Size(), cfg.Buffer.MaxBytes)
+	}
+
+	// Back in coverage.
+	d := r.start(dir)
+	d.waitStatus("backlog drained", 2*time.Minute, func(s agent.Status) bool {
+		return s.Connection.State == "connected" && s.Buffer.Depth <= 2 && s.Telemetry.Sent > 0
+	})
+	d.term()
+	got, msgs := r.deliveries(id)
+	left, _ := leftovers(t, dir)
+	checkDuplicates(t, got, true)
+
+	for s := range alerts {
+		if ds, ok := got[s]; !ok || len(ds[0].rec.Alerts) == 0 {
+			t.Errorf("alert seq %d did not arrive", s)
+		}
+	}
+	var evicted, reported uint64
+	var gaps []telemetry.Gap
+	for _, g := range gapsOf(got, left) {
+		switch g.Reason {
+		case buffer.GapThinned, buffer.GapDropped:
+			gaps = append(gaps, g)
+			reported += g.Count
+		default:
+			t.Errorf("unexpected gap event: %+v", g)
+		}
+	}
+	perDay := make([]int, 7)
+	var missing []uint64
+	for s, at := range routine {
+		if _, ok := got[s]; ok {
+			perDay[at.Sub(start)/(24*time.Hour)]++
+			continue
+		}
+		evicted++
+		covered := false
+		for _, g := range gaps {
+			if g.FirstSeq <= s && s <= g.LastSeq {
+				covered = true
+				break
+			}
+		}
+		if !covered {
+			missing = append(missing, s)
+		}
+	}
+	t.Logf("delivered %d records in %d messages; readings kept per day, oldest first: %v; %d evicted, %d reported in %d gap events",
+		len(got), msgs, perDay, evicted, reported, len(gaps))
+	if len(missing) > 0 {
+		t.Errorf("%d evicted readings lie in no gap event: %s", len(missing), seqRanges(missing))
+	}
+	if reported != evicted {
+		t.Errorf("gap events report %d evicted readings, %d are missing", reported, evicted)
+	}
+	if evicted == 0 {
+		t.Errorf("a week into %d KiB evicted nothing: the cap was not exercised", cfg.Buffer.MaxBytes>>10)
+	}
+	// The oldest data goes first: the kept readings per day never
+	// decrease towards the present, and the newest hour is complete.
+	for i := 1; i < len(perDay); i++ {
+		if perDay[i] < perDay[i-1] {
+			t.Errorf("day %d kept %d readings, day %d only %d: eviction must take the oldest first", i, perDay[i-1], i+1, perDay[i])
+		}
+	}
+	var newest []uint64
+	for s := range routine {
+		newest = append(newest, s)
+	}
+	slices.Sort(newest)
+	for _, s := range newest[len(newest)-int(time.Hour/interval):] {
+		if _, ok := got[s]; !ok {
+			t.Errorf("reading %d of the last hour was evicted: the newest readings keep full resolution", s)
+		}
 	}
 }
