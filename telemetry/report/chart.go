@@ -54,7 +54,10 @@ func (s scale) at(v float64) float64 {
 	if s.d1 == s.d0 {
 		return (s.r0 + s.r1) / 2
 	}
-	return s.r0 + (v-s.d0)/(s.d1-s.d0)*(s.r1-s.r0)
+	// The conversion rounds the product before the addition: without it
+	// arm64 fuses them (FMA) and a coordinate can round differently from
+	// amd64, so the same shipment would render differently per machine.
+	return s.r0 + float64((v-s.d0)/(s.d1-s.d0)*(s.r1-s.r0))
 }
 
 // niceStep returns a step of 1, 2, 2.5 or 5 times a power of ten that
@@ -193,7 +196,7 @@ func buildTimeChart(r *Report, s chartSeries, loc *time.Location) timeChart {
 	c.Band = svgRect{X: f1(px0), Y: f1(ys.at(s.hi)), W: f1(px1 - px0), H: f1(ys.at(s.lo) - ys.at(s.hi)), Class: "band"}
 	dec := decimals(step)
 	for k := 0; k <= maxTicks; k++ {
-		v := d0 + float64(k)*step
+		v := d0 + float64(float64(k)*step) // no FMA, as in scale.at
 		if v > d1+step/1e6 {
 			break
 		}
