@@ -455,6 +455,34 @@ func TestConsoleStream(t *testing.T) {
 	}
 }
 
+func TestConsoleStreamEndsWithEmulator(t *testing.T) {
+	v := start(t)
+	c := v.consoleClient()
+	c.login(v.info.ConsoleToken)
+	events := c.openStream(waitCtx(t), "", nil)
+	// The stream is up once the emulator's own events flow through it.
+	v.provision("bye-1")
+	nextEvent(t, events, "change", nil)
+	closed := make(chan error, 1)
+	go func() { closed <- v.e.Close() }()
+	deadline := time.After(wait)
+	for open := true; open; {
+		select {
+		case _, open = <-events:
+		case <-deadline:
+			t.Fatal("the stream outlived the emulator")
+		}
+	}
+	select {
+	case err := <-closed:
+		if err != nil {
+			t.Fatalf("Close: %v", err)
+		}
+	case <-deadline:
+		t.Fatal("Close did not return")
+	}
+}
+
 // answerMethods makes a device answer direct methods with answer(name,
 // payload) and records what it was asked.
 func answerMethods(t *testing.T, c paho.Client, answer func(name string, payload []byte) (int, string)) <-chan mqttMsg {

@@ -269,8 +269,9 @@
     const have = new Map();
     for (const tr of Array.from(tbody.rows)) have.set(tr.dataset.id, tr);
     const want = items.map(key);
+    const wanted = new Set(want);
     let order = Array.from(tbody.rows).map((tr) => tr.dataset.id).join('\n') !== want.join('\n');
-    for (const [id, tr] of have) if (!want.includes(id)) tr.remove();
+    for (const [id, tr] of have) if (!wanted.has(id)) tr.remove();
     items.forEach((it, i) => {
       let tr = have.get(want[i]);
       if (!tr) {
