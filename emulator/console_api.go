@@ -197,7 +197,9 @@ func consolePoints(payload []byte) []ConsolePoint {
 	return out
 }
 
-// ConsoleState returns what the console's tables show.
+// ConsoleState returns what the console's tables show. On the way it
+// stores the certificates of live connections it has not stored yet, so
+// that the devices can be disenrolled once they are offline.
 func (e *Emulator) ConsoleState() (ConsoleState, error) {
 	st := ConsoleState{Hub: e.hubHost(), IDScope: e.meta.IDScope, Now: time.Now().UTC(),
 		Groups: []ConsoleGroup{}, Enrollments: []ConsoleEnrollment{}, Registrations: []ConsoleRegistration{}, Devices: []ConsoleDevice{}}
