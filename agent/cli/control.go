@@ -8,6 +8,7 @@ import (
 	"io"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/coldchain/tracker/agent"
 	"github.com/coldchain/tracker/agent/cmdline"
@@ -98,11 +99,7 @@ func RenderStatus(w io.Writer, st *agent.Status) {
 		return d.String() + " ago"
 	}
 	line := func(k, format string, a ...any) {
-		s := fmt.Sprintf("%-13s %s", k, fmt.Sprintf(format, a...))
-		if len(s) > 80 {
-			s = s[:79] + "…"
-		}
-		fmt.Fprintln(w, s)
+		fmt.Fprintln(w, fitColumns(fmt.Sprintf("%-13s %s", k, fmt.Sprintf(format, a...))))
 	}
 	id := st.Identity
 	fmt.Fprintf(w, "trackerd %s, up %s, clock %s\n", st.Version, st.Now.Sub(st.Started).Round(time.Second), st.Clock.Source)
@@ -149,19 +146,35 @@ func RenderStatus(w io.Writer, st *agent.Status) {
 	b := st.Buffer
 	line("buffer", "%d unsent (%s), oldest %s, %d evicted, sync=%s", b.Depth, bytesString(b.Bytes), ago(b.OldestUnsent), b.Evicted, b.Sync)
 	t := st.Telemetry
-	line("telemetry", "shipment %s every %s, %d records in %d msgs, last %s", orDash(t.ShipmentID, "-"), t.Interval, t.Sent, t.Messages, ago(t.LastSent))
+	line("shipment", "%s", orDash(t.ShipmentID, "none (between shipments)"))
+	line("telemetry", "every %s, sent %d records in %d messages, last %s", t.Interval, t.Sent, t.Messages, ago(t.LastSent))
 	if len(st.Warnings) == 0 {
 		line("warnings", "none")
 		return
 	}
 	fmt.Fprintln(w, "warnings:")
 	for _, wr := range st.Warnings {
-		s := fmt.Sprintf("  %s %s", wr.Time.UTC().Format("01-02 15:04:05"), wr.Msg)
-		if len(s) > 80 {
-			s = s[:79] + "…"
-		}
-		fmt.Fprintln(w, s)
+		fmt.Fprintln(w, fitColumns(fmt.Sprintf("  %s %s", wr.Time.UTC().Format("01-02 15:04:05"), wr.Msg)))
 	}
+}
+
+// statusColumns is the width of a serial console.
+const statusColumns = 80
+
+// fitColumns cuts s to statusColumns characters, ending a cut line with
+// "…". It counts runes, not bytes ("°C"), and never splits one.
+func fitColumns(s string) string {
+	if utf8.RuneCountInString(s) <= statusColumns {
+		return s
+	}
+	n := 0
+	for i := range s {
+		if n == statusColumns-1 {
+			return s[:i] + "…"
+		}
+		n++
+	}
+	return s
 }
 
 func health(ok bool) string {
