@@ -103,8 +103,21 @@ func (h *hook) Provides(b byte) bool {
 	return bytes.Contains([]byte{
 		mqtt.OnConnect, mqtt.OnConnectAuthenticate, mqtt.OnACLCheck, mqtt.OnSessionEstablish,
 		mqtt.OnSessionEstablished, mqtt.OnDisconnect, mqtt.OnSubscribe, mqtt.OnPublish,
-		mqtt.OnPublished, mqtt.OnPacketSent, mqtt.OnQosDropped, mqtt.OnWill,
+		mqtt.OnPublished, mqtt.OnPacketSent, mqtt.OnQosDropped, mqtt.OnWill, mqtt.OnPacketRead,
 	}, []byte{b})
+}
+
+// OnPacketRead closes the connection of a client publishing to a topic
+// name with wildcards, which mochi would otherwise drop without a PUBACK
+// or a word: IoT Hub closes the connection on any invalid publish.
+func (h *hook) OnPacketRead(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
+	if pk.FixedHeader.Type == packets.Publish && strings.ContainsAny(pk.TopicName, "+#") {
+		if s := h.e.sessionOf(cl); s != nil {
+			h.e.kick(s, fmt.Sprintf("topic name %q contains a wildcard", pk.TopicName))
+		}
+		return pk, packets.ErrTopicNameInvalid
+	}
+	return pk, nil
 }
 
 // OnConnect authenticates the CONNECT. Refusals get their CONNACK here, so
