@@ -202,7 +202,7 @@ func (a *Agent) register(ctx context.Context) (*identity.Assignment, error) {
 			"hardwareModel":   a.cfg.HardwareModel,
 		},
 		Time:          a.clock.TLSTime,
-		Logger:        a.log.With("component", "dps"),
+		Logger:        a.log, // dps names its component itself
 		ClientVersion: "trackerd/" + buildinfo.Version,
 	})
 	if err != nil {

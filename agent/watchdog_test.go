@@ -349,9 +349,19 @@ func logLevels(t *testing.T, log, msg string) map[string]int {
 	t.Helper()
 	out := map[string]int{}
 	for _, line := range strings.Split(log, "\n") {
-		var rec struct{ Level, Msg string }
-		if json.Unmarshal([]byte(line), &rec) == nil && rec.Msg == msg {
-			out[rec.Level]++
+		var rec struct {
+			Level, Msg string
+			RetryIn    any `json:"retry_in"`
+		}
+		if json.Unmarshal([]byte(line), &rec) != nil || rec.Msg != msg {
+			continue
+		}
+		out[rec.Level]++
+		// Durations read as in the status ("1s"), not as nanoseconds.
+		if d, ok := rec.RetryIn.(string); !ok {
+			t.Errorf("retry_in = %v (%T), want a duration string: %s", rec.RetryIn, rec.RetryIn, line)
+		} else if _, err := time.ParseDuration(d); err != nil {
+			t.Errorf("retry_in = %q: %v", d, err)
 		}
 	}
 	return out

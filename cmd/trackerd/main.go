@@ -15,7 +15,7 @@ import (
 
 func main() {
 	level := new(slog.LevelVar)
-	opts := &slog.HandlerOptions{Level: level}
+	opts := &slog.HandlerOptions{Level: level, ReplaceAttr: readableDurations}
 	var h slog.Handler = slog.NewJSONHandler(os.Stderr, opts)
 	if cmdline.IsTerminal(os.Stderr) {
 		h = slog.NewTextHandler(os.Stderr, opts)
@@ -26,4 +26,13 @@ func main() {
 	code := cli.MainWithLevel(ctx, os.Args[1:], env, level)
 	stop()
 	os.Exit(code)
+}
+
+// readableDurations writes durations as "4m44s" rather than nanoseconds, so
+// that journalctl output reads the same as the status.
+func readableDurations(_ []string, a slog.Attr) slog.Attr {
+	if a.Value.Kind() == slog.KindDuration {
+		a.Value = slog.StringValue(a.Value.Duration().String())
+	}
+	return a
 }
