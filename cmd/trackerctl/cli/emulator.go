@@ -93,7 +93,7 @@ func cmdEmulator(ctx context.Context, env *cmdline.Env, args []string) error {
 		}
 	}
 	fs := cmdline.FlagSet(env, "trackerctl emulator", "--state DIR [flags] | fault|status --state DIR [flags]", emulatorAbout)
-	state := fs.String("state", "", "state directory (created if missing) `DIR`")
+	state := fs.String("state", "", "the `DIR` holding the emulator's state (created if missing)")
 	mqttAddr := fs.String("mqtt-addr", emulator.DefaultMQTTAddr, "MQTT over TLS listen address (DPS and IoT Hub devices)")
 	httpsAddr := fs.String("https-addr", emulator.DefaultHTTPSAddr, "HTTPS listen address (service REST APIs and the control API)")
 	host := fs.String("host", emulator.DefaultHostName, "host name clients use; put in the server certificate")
@@ -161,7 +161,7 @@ func cmdEmulator(ctx context.Context, env *cmdline.Env, args []string) error {
 func cmdEmulatorFault(ctx context.Context, env *cmdline.Env, args []string) error {
 	fs := cmdline.FlagSet(env, "trackerctl emulator fault", "--state DIR [flags]",
 		"Injects faults into the running emulator whose state directory is DIR, through its control API, and prints the active faults.")
-	state := fs.String("state", "", "state directory of the running emulator `DIR`")
+	state := fs.String("state", "", "the state `DIR` of the running emulator")
 	drop := fs.String("drop", "", "close the connections of this device `ID`")
 	withhold := fs.String("withhold", "", "withhold PUBACKs from this device `ID` (with -withhold-count or -withhold-for)")
 	withholdCount := fs.Int("withhold-count", 0, "how many PUBACKs to withhold")
@@ -201,7 +201,7 @@ func cmdEmulatorFault(ctx context.Context, env *cmdline.Env, args []string) erro
 func cmdEmulatorStatus(ctx context.Context, env *cmdline.Env, args []string) error {
 	fs := cmdline.FlagSet(env, "trackerctl emulator status", "--state DIR",
 		"Prints the running emulator's status: connected devices, message and registration counters, active faults.")
-	state := fs.String("state", "", "state directory of the running emulator `DIR`")
+	state := fs.String("state", "", "the state `DIR` of the running emulator")
 	if err := cmdline.Parse(env, fs, args); err != nil {
 		return err
 	}
