@@ -144,7 +144,13 @@ func RenderStatus(w io.Writer, st *agent.Status) {
 		line("", "last error: %s", g.LastError)
 	}
 	b := st.Buffer
-	line("buffer", "%d unsent (%s), oldest %s, %d evicted, sync=%s", b.Depth, bytesString(b.Bytes), ago(b.OldestUnsent), b.Evicted, b.Sync)
+	if b.Depth == 0 {
+		// Sent records may wait for the next batch commit to leave the
+		// file; their bytes and times are not "unsent".
+		line("buffer", "nothing unsent, %d evicted, sync=%s", b.Evicted, b.Sync)
+	} else {
+		line("buffer", "%d unsent (%s), oldest %s, %d evicted, sync=%s", b.Depth, bytesString(b.Bytes), ago(b.OldestUnsent), b.Evicted, b.Sync)
+	}
 	t := st.Telemetry
 	line("shipment", "%s", orDash(t.ShipmentID, "none (between shipments)"))
 	line("telemetry", "every %s, sent %d records in %d messages, last %s", t.Interval, t.Sent, t.Messages, ago(t.LastSent))

@@ -73,6 +73,19 @@ func TestRenderStatusGolden(t *testing.T) {
 	}
 }
 
+// An empty buffer whose last sent records wait for the batch commit shows
+// nothing unsent, not their bytes and age.
+func TestRenderStatusEmptyBuffer(t *testing.T) {
+	st := statusFixture()
+	st.Buffer.Depth, st.Buffer.Bytes, st.Buffer.OldestUnsent = 0, 372, st.Now.Add(-5*time.Second)
+	var b bytes.Buffer
+	RenderStatus(&b, st)
+	want := "buffer        nothing unsent, 0 evicted, sync=batch\n"
+	if !strings.Contains(b.String(), want) {
+		t.Errorf("status lacks %q:\n%s", want, b.String())
+	}
+}
+
 func TestFitColumns(t *testing.T) {
 	long := strings.Repeat("x", 78) + "°C and more"
 	for _, tc := range []struct{ in, want string }{
