@@ -266,6 +266,19 @@ func decode(c call, resp *response, out any) error {
 	return nil
 }
 
+// exchange sends cl and decodes the answer into a new T.
+func exchange[T any](ctx context.Context, r *rest, cl call) (*T, error) {
+	resp, err := r.do(ctx, cl)
+	if err != nil {
+		return nil, err
+	}
+	var out T
+	if err := decode(cl, resp, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
 // requestID returns a random UUID (version 4) for the Request-Id header.
 func requestID() string {
 	var b [16]byte

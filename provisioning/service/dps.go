@@ -196,22 +196,14 @@ func (c *DPSClient) HostName() string { return c.r.cs.HostName }
 
 // GetGroup returns enrollment group id.
 func (c *DPSClient) GetGroup(ctx context.Context, id string) (*EnrollmentGroup, error) {
-	var g EnrollmentGroup
-	if err := c.get(ctx, "/enrollmentGroups/"+seg(id), &g); err != nil {
-		return nil, err
-	}
-	return &g, nil
+	return get[EnrollmentGroup](ctx, c, "/enrollmentGroups/"+seg(id))
 }
 
 // PutGroup creates or replaces g and returns the stored group. When g.ETag
 // is set it is sent as If-Match, so the call fails with
 // [ErrPreconditionFailed] if the group changed since it was read.
 func (c *DPSClient) PutGroup(ctx context.Context, g *EnrollmentGroup) (*EnrollmentGroup, error) {
-	var out EnrollmentGroup
-	if err := c.put(ctx, "/enrollmentGroups/"+seg(g.EnrollmentGroupID), g.ETag, g, &out); err != nil {
-		return nil, err
-	}
-	return &out, nil
+	return put[EnrollmentGroup](ctx, c, "/enrollmentGroups/"+seg(g.EnrollmentGroupID), g.ETag, g)
 }
 
 // DeleteGroup deletes enrollment group id, only if its ETag is etag when
@@ -224,9 +216,7 @@ func (c *DPSClient) DeleteGroup(ctx context.Context, id, etag string) error {
 // [DefaultPageSize]) starting at continuation ("" for the first page), and
 // the continuation token of the next page ("" after the last).
 func (c *DPSClient) QueryGroups(ctx context.Context, pageSize int, continuation string) ([]EnrollmentGroup, string, error) {
-	var out []EnrollmentGroup
-	next, err := c.query(ctx, "/enrollmentGroups/query", pageSize, continuation, &out)
-	return out, next, err
+	return query[EnrollmentGroup](ctx, c, "/enrollmentGroups/query", pageSize, continuation)
 }
 
 // ListGroups returns every enrollment group, following continuation tokens.
@@ -236,21 +226,13 @@ func (c *DPSClient) ListGroups(ctx context.Context) ([]EnrollmentGroup, error) {
 
 // GetEnrollment returns the individual enrollment of registrationID.
 func (c *DPSClient) GetEnrollment(ctx context.Context, registrationID string) (*IndividualEnrollment, error) {
-	var e IndividualEnrollment
-	if err := c.get(ctx, "/enrollments/"+seg(registrationID), &e); err != nil {
-		return nil, err
-	}
-	return &e, nil
+	return get[IndividualEnrollment](ctx, c, "/enrollments/"+seg(registrationID))
 }
 
 // PutEnrollment creates or replaces e (If-Match e.ETag when set) and
 // returns the stored enrollment.
 func (c *DPSClient) PutEnrollment(ctx context.Context, e *IndividualEnrollment) (*IndividualEnrollment, error) {
-	var out IndividualEnrollment
-	if err := c.put(ctx, "/enrollments/"+seg(e.RegistrationID), e.ETag, e, &out); err != nil {
-		return nil, err
-	}
-	return &out, nil
+	return put[IndividualEnrollment](ctx, c, "/enrollments/"+seg(e.RegistrationID), e.ETag, e)
 }
 
 // DeleteEnrollment deletes the individual enrollment of registrationID
@@ -262,9 +244,7 @@ func (c *DPSClient) DeleteEnrollment(ctx context.Context, registrationID, etag s
 // QueryEnrollments returns one page of individual enrollments; see
 // [DPSClient.QueryGroups] for paging.
 func (c *DPSClient) QueryEnrollments(ctx context.Context, pageSize int, continuation string) ([]IndividualEnrollment, string, error) {
-	var out []IndividualEnrollment
-	next, err := c.query(ctx, "/enrollments/query", pageSize, continuation, &out)
-	return out, next, err
+	return query[IndividualEnrollment](ctx, c, "/enrollments/query", pageSize, continuation)
 }
 
 // ListEnrollments returns every individual enrollment.
@@ -274,11 +254,7 @@ func (c *DPSClient) ListEnrollments(ctx context.Context) ([]IndividualEnrollment
 
 // GetRegistration returns the registration record of registrationID.
 func (c *DPSClient) GetRegistration(ctx context.Context, registrationID string) (*RegistrationState, error) {
-	var s RegistrationState
-	if err := c.get(ctx, "/registrations/"+seg(registrationID), &s); err != nil {
-		return nil, err
-	}
-	return &s, nil
+	return get[RegistrationState](ctx, c, "/registrations/"+seg(registrationID))
 }
 
 // DeleteRegistration deletes the registration record of registrationID
@@ -292,9 +268,7 @@ func (c *DPSClient) DeleteRegistration(ctx context.Context, registrationID, etag
 // devices that provisioned through enrollment group groupID; see
 // [DPSClient.QueryGroups] for paging.
 func (c *DPSClient) QueryRegistrations(ctx context.Context, groupID string, pageSize int, continuation string) ([]RegistrationState, string, error) {
-	var out []RegistrationState
-	next, err := c.query(ctx, "/registrations/"+seg(groupID)+"/query", pageSize, continuation, &out)
-	return out, next, err
+	return query[RegistrationState](ctx, c, "/registrations/"+seg(groupID)+"/query", pageSize, continuation)
 }
 
 // ListRegistrations returns every registration record of group groupID.
@@ -304,22 +278,15 @@ func (c *DPSClient) ListRegistrations(ctx context.Context, groupID string) ([]Re
 	})
 }
 
-func (c *DPSClient) get(ctx context.Context, path string, out any) error {
-	cl := call{method: http.MethodGet, path: path}
-	resp, err := c.r.do(ctx, cl)
-	if err != nil {
-		return err
-	}
-	return decode(cl, resp, out)
+// get reads the record at path.
+func get[T any](ctx context.Context, c *DPSClient, path string) (*T, error) {
+	return exchange[T](ctx, c.r, call{method: http.MethodGet, path: path})
 }
 
-func (c *DPSClient) put(ctx context.Context, path, etag string, in, out any) error {
-	cl := call{method: http.MethodPut, path: path, header: ifMatch(etag), body: in}
-	resp, err := c.r.do(ctx, cl)
-	if err != nil {
-		return err
-	}
-	return decode(cl, resp, out)
+// put stores in at path (If-Match etag when not empty) and returns the
+// stored record.
+func put[T any](ctx context.Context, c *DPSClient, path, etag string, in *T) (*T, error) {
+	return exchange[T](ctx, c.r, call{method: http.MethodPut, path: path, header: ifMatch(etag), body: in})
 }
 
 func (c *DPSClient) delete(ctx context.Context, path, etag string) error {
@@ -328,7 +295,7 @@ func (c *DPSClient) delete(ctx context.Context, path, etag string) error {
 }
 
 // query runs a DPS query ({"query":"*"}) for one page.
-func (c *DPSClient) query(ctx context.Context, path string, pageSize int, continuation string, out any) (string, error) {
+func query[T any](ctx context.Context, c *DPSClient, path string, pageSize int, continuation string) ([]T, string, error) {
 	if pageSize <= 0 {
 		pageSize = DefaultPageSize
 	}
@@ -339,14 +306,15 @@ func (c *DPSClient) query(ctx context.Context, path string, pageSize int, contin
 	cl := call{method: http.MethodPost, path: path, header: h, body: map[string]string{"query": "*"}}
 	resp, err := c.r.do(ctx, cl)
 	if err != nil {
-		return "", err
+		return nil, "", err
 	}
+	var out []T
 	if len(resp.body) > 0 {
-		if err := decode(cl, resp, out); err != nil {
-			return "", err
+		if err := decode(cl, resp, &out); err != nil {
+			return nil, "", err
 		}
 	}
-	return resp.header.Get("X-Ms-Continuation"), nil
+	return out, resp.header.Get("X-Ms-Continuation"), nil
 }
 
 // all follows continuation tokens until the last page.

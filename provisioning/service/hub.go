@@ -119,12 +119,7 @@ func (c *HubClient) HostName() string { return c.r.cs.HostName }
 
 // GetDevice returns device id from the registry.
 func (c *HubClient) GetDevice(ctx context.Context, id string) (*Device, error) {
-	cl := call{method: http.MethodGet, path: "/devices/" + seg(id)}
-	var d Device
-	if err := c.roundTrip(ctx, cl, &d); err != nil {
-		return nil, err
-	}
-	return &d, nil
+	return exchange[Device](ctx, c.r, call{method: http.MethodGet, path: "/devices/" + seg(id)})
 }
 
 // CreateDevice creates d (no If-Match: fails with [ErrConflict] if the ID
@@ -132,25 +127,15 @@ func (c *HubClient) GetDevice(ctx context.Context, id string) (*Device, error) {
 func (c *HubClient) CreateDevice(ctx context.Context, d *Device) (*Device, error) {
 	in := *d
 	in.ETag = ""
-	cl := call{method: http.MethodPut, path: "/devices/" + seg(d.DeviceID), body: &in}
-	var out Device
-	if err := c.roundTrip(ctx, cl, &out); err != nil {
-		return nil, err
-	}
-	return &out, nil
+	return exchange[Device](ctx, c.r, call{method: http.MethodPut, path: "/devices/" + seg(d.DeviceID), body: &in})
 }
 
 // PutDevice updates d, which must exist, and returns the stored device.
 // With d.ETag set the update is conditional on it ([ErrPreconditionFailed]
 // on mismatch); without, If-Match is * (any version).
 func (c *HubClient) PutDevice(ctx context.Context, d *Device) (*Device, error) {
-	cl := call{method: http.MethodPut, path: "/devices/" + seg(d.DeviceID),
-		header: http.Header{"If-Match": []string{quoteETag(d.ETag)}}, body: d}
-	var out Device
-	if err := c.roundTrip(ctx, cl, &out); err != nil {
-		return nil, err
-	}
-	return &out, nil
+	return exchange[Device](ctx, c.r, call{method: http.MethodPut, path: "/devices/" + seg(d.DeviceID),
+		header: http.Header{"If-Match": []string{quoteETag(d.ETag)}}, body: d})
 }
 
 // DeleteDevice deletes device id from the registry, which also closes its
@@ -169,35 +154,26 @@ func (c *HubClient) ListDevices(ctx context.Context, top int) ([]Device, error) 
 		top = 1000
 	}
 	cl := call{method: http.MethodGet, path: "/devices", query: map[string][]string{"top": {strconv.Itoa(top)}}}
-	var out []Device
-	if err := c.roundTrip(ctx, cl, &out); err != nil {
+	p, err := exchange[[]Device](ctx, c.r, cl)
+	if err != nil {
 		return nil, err
 	}
+	out := *p
 	sort.Slice(out, func(i, j int) bool { return out[i].DeviceID < out[j].DeviceID })
 	return out, nil
 }
 
 // GetTwin returns the twin of device id.
 func (c *HubClient) GetTwin(ctx context.Context, id string) (*Twin, error) {
-	cl := call{method: http.MethodGet, path: "/twins/" + seg(id)}
-	var t Twin
-	if err := c.roundTrip(ctx, cl, &t); err != nil {
-		return nil, err
-	}
-	return &t, nil
+	return exchange[Twin](ctx, c.r, call{method: http.MethodGet, path: "/twins/" + seg(id)})
 }
 
 // UpdateTwin applies patch to the twin of device id and returns the
 // updated twin. With etag set the update is conditional on it; otherwise
 // If-Match is * (any version).
 func (c *HubClient) UpdateTwin(ctx context.Context, id string, patch TwinPatch, etag string) (*Twin, error) {
-	cl := call{method: http.MethodPatch, path: "/twins/" + seg(id),
-		header: http.Header{"If-Match": []string{quoteETag(etag)}}, body: patch}
-	var t Twin
-	if err := c.roundTrip(ctx, cl, &t); err != nil {
-		return nil, err
-	}
-	return &t, nil
+	return exchange[Twin](ctx, c.r, call{method: http.MethodPatch, path: "/twins/" + seg(id),
+		header: http.Header{"If-Match": []string{quoteETag(etag)}}, body: patch})
 }
 
 // methodRequest is the body of POST /twins/{id}/methods.
@@ -232,8 +208,8 @@ func (c *HubClient) InvokeMethod(ctx context.Context, id, name string, payload a
 		timeout: timeout + 30*time.Second,
 		noRetry: true,
 	}
-	var res methodResult
-	if err := c.roundTrip(ctx, cl, &res); err != nil {
+	res, err := exchange[methodResult](ctx, c.r, cl)
+	if err != nil {
 		return 0, nil, err
 	}
 	return res.Status, res.Payload, nil
@@ -260,12 +236,4 @@ func (c *HubClient) SendC2D(ctx context.Context, id string, body []byte, props m
 		header: h, body: body, contentType: "application/json; charset=utf-8", noRetry: true,
 	})
 	return err
-}
-
-func (c *HubClient) roundTrip(ctx context.Context, cl call, out any) error {
-	resp, err := c.r.do(ctx, cl)
-	if err != nil {
-		return err
-	}
-	return decode(cl, resp, out)
 }
