@@ -160,7 +160,7 @@ func TestRunBackoffSchedule(t *testing.T) {
 			if st.Attempts != i+1 || st.Failures != i+1 {
 				t.Fatalf("after %v: attempts %d failures %d, want %d", total, st.Attempts, st.Failures, i+1)
 			}
-			wait := st.NextAttempt.Sub(time.Now())
+			wait := time.Until(st.NextAttempt)
 			if wait < lo || wait > want {
 				t.Fatalf("wait after failure %d = %v, want in [%v, %v]", i+1, wait, lo, want)
 			}

@@ -187,11 +187,10 @@ type sim struct {
 }
 
 type simLine struct {
-	at    time.Time
-	mid   string
-	lane  string
-	recs  []telemetry.Record
-	other string // a non-telemetry payload (string body)
+	at   time.Time
+	mid  string
+	lane string
+	recs []telemetry.Record
 }
 
 // send adds a message carrying recs, enqueued at at.
