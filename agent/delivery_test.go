@@ -575,19 +575,9 @@ func TestWeekOfflineAgainstSmallCap(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
-		t.Fatal(err)
-	}
 	start := time.Now().Add(-7 * 24 * time.Hour).Truncate(time.Minute).UTC()
 	now := start
-	b, _, err := buffer.Open(filepath.Join(cfg.StateDir, "buffer.db"), buffer.Options{
-		Sync: buffer.SyncPolicy(cfg.Buffer.Sync), BatchRecords: cfg.Buffer.BatchRecords,
-		BatchInterval: cfg.Buffer.BatchInterval.D(), MaxBytes: int64(cfg.Buffer.MaxBytes),
-		Now: func() time.Time { return now },
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	b := deviceBuffer(t, cfg, func() time.Time { return now })
 	interval := cfg.Telemetry.Interval.D()
 	n := int(7 * 24 * time.Hour / interval)
 	routine, alerts := map[uint64]time.Time{}, map[uint64]bool{}

@@ -121,6 +121,25 @@ func (r *rig) device(id string, o deviceOpts) string {
 	return dir
 }
 
+// deviceBuffer opens the buffer in the state directory of a device's
+// config with the options trackerd derives from it (openBuffer in
+// buffer.go), for a test to fill while trackerd is not running. now is
+// the clock of the gap events the buffer writes (nil: time.Now).
+func deviceBuffer(tb testing.TB, cfg *config.Config, now func() time.Time) *buffer.Buffer {
+	tb.Helper()
+	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
+		tb.Fatal(err)
+	}
+	b, _, err := buffer.Open(filepath.Join(cfg.StateDir, "buffer.db"), buffer.Options{
+		Sync: buffer.SyncPolicy(cfg.Buffer.Sync), BatchRecords: cfg.Buffer.BatchRecords,
+		BatchInterval: cfg.Buffer.BatchInterval.D(), MaxBytes: int64(cfg.Buffer.MaxBytes), Now: now,
+	})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return b
+}
+
 // daemon is a running trackerd.
 type daemon struct {
 	tb   testing.TB
