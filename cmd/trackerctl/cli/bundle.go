@@ -75,10 +75,7 @@ config selects the simulated sensor and GPS (demos, fleet tests).`)
 	sensorInterval := fs.Duration("sensor-interval", 10*time.Second, "sensor read interval")
 	days := fs.Int("days", 365*3, "device certificate validity in `days`")
 	force := fs.Bool("force", false, "replace an existing bundle")
-	if err := cmdline.Parse(env, fs, args); err != nil {
-		return err
-	}
-	if err := cmdline.Require(fs, "ca", "id", "out"); err != nil {
+	if err := parseFlags(env, fs, args, "ca", "id", "out"); err != nil {
 		return err
 	}
 	if (*emu == "") == (*scope == "") {

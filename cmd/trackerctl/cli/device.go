@@ -77,20 +77,6 @@ func (cf *certFlags) leaf(id string) (*x509.Certificate, error) {
 	return leaf, nil
 }
 
-func requireID(fs *flag.FlagSet) (string, error) {
-	if err := cmdline.Require(fs, "id"); err != nil {
-		return "", err
-	}
-	if fs.NArg() > 0 {
-		return "", cmdline.Usagef("unexpected argument %q", fs.Arg(0))
-	}
-	id := fs.Lookup("id").Value.String()
-	if err := pki.ValidateRegistrationID(id); err != nil {
-		return "", cmdline.Usagef("--id: %v", strings.TrimPrefix(err.Error(), "pki: "))
-	}
-	return id, nil
-}
-
 func cmdDeviceDisenroll(ctx context.Context, env *cmdline.Env, args []string) error {
 	fs := cmdline.FlagSet(env, "trackerctl device disenroll", "--id ID --cert FILE|--devices DIR",
 		"Block one device from provisioning, even though its enrollment group would\n"+
@@ -100,10 +86,7 @@ func cmdDeviceDisenroll(ctx context.Context, env *cmdline.Env, args []string) er
 	fs.String("id", "", "device registration `ID`")
 	cf := addCertFlags(fs)
 	sf := addServiceFlags(fs, true, false)
-	if err := cmdline.Parse(env, fs, args); err != nil {
-		return err
-	}
-	id, err := requireID(fs)
+	id, err := parseID(env, fs, args)
 	if err != nil {
 		return err
 	}
@@ -111,11 +94,10 @@ func cmdDeviceDisenroll(ctx context.Context, env *cmdline.Env, args []string) er
 	if err != nil {
 		return err
 	}
-	s, err := sf.connect(env, true, false)
+	s, ctx, cancel, err := sf.session(ctx, env, true, false)
 	if err != nil {
 		return err
 	}
-	ctx, cancel := svcTimeout(ctx)
 	defer cancel()
 	fleet := &service.Fleet{DPS: s.dps}
 	if _, err := fleet.Disenroll(ctx, leaf); err != nil {
@@ -132,18 +114,14 @@ func cmdDeviceReenroll(ctx context.Context, env *cmdline.Env, args []string) err
 			"made), so that it provisions through its enrollment group again.\n\n"+svcFlagsHelp)
 	fs.String("id", "", "device registration `ID`")
 	sf := addServiceFlags(fs, true, false)
-	if err := cmdline.Parse(env, fs, args); err != nil {
-		return err
-	}
-	id, err := requireID(fs)
+	id, err := parseID(env, fs, args)
 	if err != nil {
 		return err
 	}
-	s, err := sf.connect(env, true, false)
+	s, ctx, cancel, err := sf.session(ctx, env, true, false)
 	if err != nil {
 		return err
 	}
-	ctx, cancel := svcTimeout(ctx)
 	defer cancel()
 	fleet := &service.Fleet{DPS: s.dps}
 	found, err := fleet.Reenroll(ctx, id)
@@ -165,18 +143,14 @@ func cmdDeviceDeregister(ctx context.Context, env *cmdline.Env, args []string) e
 	fs.String("id", "", "device registration `ID`")
 	disable := fs.Bool("disable", false, "disable the hub identity instead of deleting it")
 	sf := addServiceFlags(fs, true, true)
-	if err := cmdline.Parse(env, fs, args); err != nil {
-		return err
-	}
-	id, err := requireID(fs)
+	id, err := parseID(env, fs, args)
 	if err != nil {
 		return err
 	}
-	s, err := sf.connect(env, true, true)
+	s, ctx, cancel, err := sf.session(ctx, env, true, true)
 	if err != nil {
 		return err
 	}
-	ctx, cancel := svcTimeout(ctx)
 	defer cancel()
 	fleet := &service.Fleet{DPS: s.dps, Hub: s.hub}
 	rep, err := fleet.Deregister(ctx, id, *disable)
@@ -202,10 +176,7 @@ func cmdDeviceDeprovision(ctx context.Context, env *cmdline.Env, args []string) 
 	disable := fs.Bool("disable", false, "disable the hub identity instead of deleting it")
 	asJSON := fs.Bool("json", false, "print the report as JSON")
 	sf := addServiceFlags(fs, true, true)
-	if err := cmdline.Parse(env, fs, args); err != nil {
-		return err
-	}
-	id, err := requireID(fs)
+	id, err := parseID(env, fs, args)
 	if err != nil {
 		return err
 	}
@@ -239,7 +210,7 @@ func cmdDeviceDeprovision(ctx context.Context, env *cmdline.Env, args []string) 
 	})
 	if rep != nil {
 		if *asJSON {
-			if jerr := svcJSON(env.Stdout, rep); jerr != nil {
+			if jerr := writeJSON(env.Stdout, rep); jerr != nil {
 				return jerr
 			}
 		} else {
@@ -349,17 +320,13 @@ func cmdDeviceList(ctx context.Context, env *cmdline.Env, args []string) error {
 	group := fs.String("group", "", "only devices registered through enrollment group `GROUP`")
 	asJSON := fs.Bool("json", false, "print JSON")
 	sf := addServiceFlags(fs, true, true)
-	if err := cmdline.Parse(env, fs, args); err != nil {
+	if err := parseFlagsOnly(env, fs, args); err != nil {
 		return err
 	}
-	if fs.NArg() > 0 {
-		return cmdline.Usagef("unexpected argument %q", fs.Arg(0))
-	}
-	s, err := sf.connect(env, true, true)
+	s, ctx, cancel, err := sf.session(ctx, env, true, true)
 	if err != nil {
 		return err
 	}
-	ctx, cancel := svcTimeout(ctx)
 	defer cancel()
 	rows := map[string]*deviceRow{}
 	row := func(id string) *deviceRow {
@@ -380,7 +347,7 @@ func cmdDeviceList(ctx context.Context, env *cmdline.Env, args []string) error {
 			groups = append(groups, g.EnrollmentGroupID)
 		}
 	} else if _, err := s.dps.GetGroup(ctx, *group); service.IsNotFound(err) {
-		return fmt.Errorf("no enrollment group %s in DPS (see 'trackerctl group list')", *group)
+		return errNoGroup(*group)
 	} else if err != nil {
 		return s.dpsErr(err)
 	}
@@ -436,7 +403,7 @@ func cmdDeviceList(ctx context.Context, env *cmdline.Env, args []string) error {
 	}
 	sort.Slice(list, func(i, j int) bool { return list[i].ID < list[j].ID })
 	if *asJSON {
-		return svcJSON(env.Stdout, list)
+		return writeJSON(env.Stdout, list)
 	}
 	if len(list) == 0 {
 		fmt.Fprintln(env.Stdout, "no devices")
@@ -464,18 +431,14 @@ func cmdDeviceShow(ctx context.Context, env *cmdline.Env, args []string) error {
 	fs.String("id", "", "device registration `ID`")
 	asJSON := fs.Bool("json", false, "print JSON")
 	sf := addServiceFlags(fs, true, true)
-	if err := cmdline.Parse(env, fs, args); err != nil {
-		return err
-	}
-	id, err := requireID(fs)
+	id, err := parseID(env, fs, args)
 	if err != nil {
 		return err
 	}
-	s, err := sf.connect(env, true, true)
+	s, ctx, cancel, err := sf.session(ctx, env, true, true)
 	if err != nil {
 		return err
 	}
-	ctx, cancel := svcTimeout(ctx)
 	defer cancel()
 	d := &deviceRow{ID: id}
 	if d.Registration, err = s.dps.GetRegistration(ctx, id); err != nil && !service.IsNotFound(err) {
@@ -501,7 +464,7 @@ func cmdDeviceShow(ctx context.Context, env *cmdline.Env, args []string) error {
 		return fmt.Errorf("device %s not found: no registration record, individual enrollment or hub identity", id)
 	}
 	if *asJSON {
-		return svcJSON(env.Stdout, d)
+		return writeJSON(env.Stdout, d)
 	}
 	w := tabwriter.NewWriter(env.Stdout, 0, 0, 2, ' ', 0)
 	fmt.Fprintf(w, "device\t%s\n", id)

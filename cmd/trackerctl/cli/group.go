@@ -49,10 +49,7 @@ func cmdGroupCreate(ctx context.Context, env *cmdline.Env, args []string) error 
 	disabled := fs.Bool("disabled", false, "create the group disabled")
 	replace := fs.Bool("replace", false, "replace the group if it exists")
 	sf := addServiceFlags(fs, true, false)
-	if err := cmdline.Parse(env, fs, args); err != nil {
-		return err
-	}
-	if err := cmdline.Require(fs, "id"); err != nil {
+	if err := parseFlags(env, fs, args, "id"); err != nil {
 		return err
 	}
 	if err := pki.ValidateRegistrationID(*id); err != nil {
@@ -71,11 +68,10 @@ func cmdGroupCreate(ctx context.Context, env *cmdline.Env, args []string) error 
 			return err
 		}
 	}
-	s, err := sf.connect(env, true, false)
+	s, ctx, cancel, err := sf.session(ctx, env, true, false)
 	if err != nil {
 		return err
 	}
-	ctx, cancel := svcTimeout(ctx)
 	defer cancel()
 	g := &service.EnrollmentGroup{
 		EnrollmentGroupID:  *id,
@@ -165,21 +161,17 @@ func cmdGroupShow(ctx context.Context, env *cmdline.Env, args []string) error {
 	id := fs.String("id", "", "enrollment group `ID`")
 	asJSON := fs.Bool("json", false, "print JSON")
 	sf := addServiceFlags(fs, true, false)
-	if err := cmdline.Parse(env, fs, args); err != nil {
+	if err := parseFlags(env, fs, args, "id"); err != nil {
 		return err
 	}
-	if err := cmdline.Require(fs, "id"); err != nil {
-		return err
-	}
-	s, err := sf.connect(env, true, false)
+	s, ctx, cancel, err := sf.session(ctx, env, true, false)
 	if err != nil {
 		return err
 	}
-	ctx, cancel := svcTimeout(ctx)
 	defer cancel()
 	g, err := s.dps.GetGroup(ctx, *id)
 	if service.IsNotFound(err) {
-		return fmt.Errorf("no enrollment group %s in DPS (see 'trackerctl group list')", *id)
+		return errNoGroup(*id)
 	}
 	if err != nil {
 		return s.dpsErr(err)
@@ -192,7 +184,7 @@ func cmdGroupShow(ctx context.Context, env *cmdline.Env, args []string) error {
 		if regs == nil {
 			regs = []service.RegistrationState{}
 		}
-		return svcJSON(env.Stdout, struct {
+		return writeJSON(env.Stdout, struct {
 			*service.EnrollmentGroup
 			Registrations []service.RegistrationState `json:"registrations"`
 		}{g, regs})
@@ -227,17 +219,13 @@ func cmdGroupList(ctx context.Context, env *cmdline.Env, args []string) error {
 	fs := cmdline.FlagSet(env, "trackerctl group list", "[--json]", "List the enrollment groups.\n\n"+svcFlagsHelp)
 	asJSON := fs.Bool("json", false, "print JSON")
 	sf := addServiceFlags(fs, true, false)
-	if err := cmdline.Parse(env, fs, args); err != nil {
+	if err := parseFlagsOnly(env, fs, args); err != nil {
 		return err
 	}
-	if fs.NArg() > 0 {
-		return cmdline.Usagef("unexpected argument %q", fs.Arg(0))
-	}
-	s, err := sf.connect(env, true, false)
+	s, ctx, cancel, err := sf.session(ctx, env, true, false)
 	if err != nil {
 		return err
 	}
-	ctx, cancel := svcTimeout(ctx)
 	defer cancel()
 	groups, err := s.dps.ListGroups(ctx)
 	if err != nil {
@@ -247,7 +235,7 @@ func cmdGroupList(ctx context.Context, env *cmdline.Env, args []string) error {
 		if groups == nil {
 			groups = []service.EnrollmentGroup{}
 		}
-		return svcJSON(env.Stdout, groups)
+		return writeJSON(env.Stdout, groups)
 	}
 	if len(groups) == 0 {
 		fmt.Fprintln(env.Stdout, "no enrollment groups")
@@ -270,22 +258,18 @@ func cmdGroupDelete(ctx context.Context, env *cmdline.Env, args []string) error 
 	id := fs.String("id", "", "enrollment group `ID`")
 	etag := fs.String("etag", "", "delete only if the group's ETag is still `ETAG`")
 	sf := addServiceFlags(fs, true, false)
-	if err := cmdline.Parse(env, fs, args); err != nil {
+	if err := parseFlags(env, fs, args, "id"); err != nil {
 		return err
 	}
-	if err := cmdline.Require(fs, "id"); err != nil {
-		return err
-	}
-	s, err := sf.connect(env, true, false)
+	s, ctx, cancel, err := sf.session(ctx, env, true, false)
 	if err != nil {
 		return err
 	}
-	ctx, cancel := svcTimeout(ctx)
 	defer cancel()
 	err = s.dps.DeleteGroup(ctx, *id, *etag)
 	switch {
 	case service.IsNotFound(err):
-		return fmt.Errorf("no enrollment group %s in DPS (see 'trackerctl group list')", *id)
+		return errNoGroup(*id)
 	case service.IsPreconditionFailed(err):
 		return fmt.Errorf("enrollment group %s changed (its ETag is no longer %s); show it again and retry: %w", *id, *etag, err)
 	case err != nil:
@@ -304,10 +288,7 @@ func cmdGroupDeprovision(ctx context.Context, env *cmdline.Env, args []string) e
 	parallel := fs.Int("parallel", 8, "devices removed at once")
 	asJSON := fs.Bool("json", false, "print the summary as JSON")
 	sf := addServiceFlags(fs, true, true)
-	if err := cmdline.Parse(env, fs, args); err != nil {
-		return err
-	}
-	if err := cmdline.Require(fs, "id"); err != nil {
+	if err := parseFlags(env, fs, args, "id"); err != nil {
 		return err
 	}
 	if *parallel < 1 || *parallel > 64 {
@@ -330,7 +311,7 @@ func cmdGroupDeprovision(ctx context.Context, env *cmdline.Env, args []string) e
 	})
 	prog.finish()
 	if *asJSON && rep != nil {
-		if jerr := svcJSON(env.Stdout, rep); jerr != nil {
+		if jerr := writeJSON(env.Stdout, rep); jerr != nil {
 			return jerr
 		}
 	} else if rep != nil {
@@ -436,12 +417,6 @@ func svcAttestation(a service.Attestation) string {
 		return "x509 CA " + a.X509.CAReferences.Primary
 	}
 	return "x509"
-}
-
-func svcJSON(w io.Writer, v any) error {
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	return enc.Encode(v)
 }
 
 func svcTime(t time.Time) string {

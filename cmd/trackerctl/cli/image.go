@@ -2,7 +2,6 @@ package cli
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -48,16 +47,6 @@ type imageCLIError struct {
 func (e *imageCLIError) Error() string { return e.msg }
 func (e *imageCLIError) Unwrap() error { return e.err }
 
-func imageNoArgs(fs interface {
-	NArg() int
-	Arg(int) string
-}) error {
-	if fs.NArg() > 0 {
-		return cmdline.Usagef("unexpected argument %q", fs.Arg(0))
-	}
-	return nil
-}
-
 func cmdImageStamp(_ context.Context, env *cmdline.Env, args []string) error {
 	fs := cmdline.FlagSet(env, "trackerctl image stamp", "--image FILE.img --device-dir DIR [--force]", `
 Write every file of a device bundle ('trackerctl device bundle --out DIR') and a
@@ -71,13 +60,7 @@ Unpack a compressed image first (xz -dk FILE.img.xz).`)
 	image := fs.String("image", "", "the disk image to stamp (required)")
 	dir := fs.String("device-dir", "", "the device bundle directory (required)")
 	force := fs.Bool("force", false, "replace a bundle already in the image")
-	if err := cmdline.Parse(env, fs, args); err != nil {
-		return err
-	}
-	if err := imageNoArgs(fs); err != nil {
-		return err
-	}
-	if err := cmdline.Require(fs, "image", "device-dir"); err != nil {
+	if err := parseFlagsOnly(env, fs, args, "image", "device-dir"); err != nil {
 		return err
 	}
 	m, err := sdimage.Stamp(*image, *dir, sdimage.Options{Force: *force})
@@ -108,13 +91,7 @@ manifest. Exits with status 1 when something does not match. Never prints key
 material.`)
 	image := fs.String("image", "", "the disk image (required)")
 	asJSON := fs.Bool("json", false, "print the report as JSON")
-	if err := cmdline.Parse(env, fs, args); err != nil {
-		return err
-	}
-	if err := imageNoArgs(fs); err != nil {
-		return err
-	}
-	if err := cmdline.Require(fs, "image"); err != nil {
+	if err := parseFlagsOnly(env, fs, args, "image"); err != nil {
 		return err
 	}
 	r, err := sdimage.Inspect(*image)
@@ -122,9 +99,7 @@ material.`)
 		return imageError(err)
 	}
 	if *asJSON {
-		enc := json.NewEncoder(env.Stdout)
-		enc.SetIndent("", "  ")
-		if err := enc.Encode(r); err != nil {
+		if err := writeJSON(env.Stdout, r); err != nil {
 			return fmt.Errorf("encode report: %w", err)
 		}
 	} else {
@@ -181,13 +156,7 @@ Overwrite every file of the device bundle in an image's boot partition with
 zeros and delete them and the /tracker folder, so the image can be reused or
 handed on.`)
 	image := fs.String("image", "", "the disk image (required)")
-	if err := cmdline.Parse(env, fs, args); err != nil {
-		return err
-	}
-	if err := imageNoArgs(fs); err != nil {
-		return err
-	}
-	if err := cmdline.Require(fs, "image"); err != nil {
+	if err := parseFlagsOnly(env, fs, args, "image"); err != nil {
 		return err
 	}
 	if err := sdimage.Clear(*image); err != nil {
@@ -210,13 +179,7 @@ system. It does not boot.`)
 	out := fs.String("out", "", "the image file to create (required; must not exist)")
 	boot := fs.Int("boot-mib", 64, "size of the FAT32 boot partition in MiB (40 to 2048)")
 	root := fs.Int("root-mib", 8, "size of partition 2 in MiB (1 to 2048)")
-	if err := cmdline.Parse(env, fs, args); err != nil {
-		return err
-	}
-	if err := imageNoArgs(fs); err != nil {
-		return err
-	}
-	if err := cmdline.Require(fs, "out"); err != nil {
+	if err := parseFlagsOnly(env, fs, args, "out"); err != nil {
 		return err
 	}
 	if *boot < 40 || *boot > 2048 {

@@ -70,6 +70,18 @@ func pkiKeyTypeFlag(s string) (pki.KeyType, error) {
 	return kt, nil
 }
 
+// pkiParse is parseFlags for the pki commands, which take no positional
+// arguments and name every one left over.
+func pkiParse(env *cmdline.Env, fs *flag.FlagSet, args []string, required ...string) error {
+	if err := parseFlags(env, fs, args, required...); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return cmdline.Usagef("unexpected arguments: %s", strings.Join(fs.Args(), " "))
+	}
+	return nil
+}
+
 func pkiPositiveDays(days int) error {
 	if days <= 0 {
 		return cmdline.Usagef("-days %d: use a positive number of days", days)
@@ -93,14 +105,8 @@ possession with 'trackerctl pki verify-cert'.`)
 	days := fs.Int("days", pki.DefaultCADays, "validity in `days`")
 	inter := fs.Bool("intermediate", false, "add an intermediate CA that signs devices")
 	force := fs.Bool("force", false, "replace an existing CA in the directory")
-	if err := cmdline.Parse(env, fs, args); err != nil {
+	if err := pkiParse(env, fs, args, "out"); err != nil {
 		return err
-	}
-	if err := cmdline.Require(fs, "out"); err != nil {
-		return err
-	}
-	if fs.NArg() > 0 {
-		return cmdline.Usagef("unexpected arguments: %s", strings.Join(fs.Args(), " "))
 	}
 	kt, err := pkiKeyTypeFlag(*key)
 	if err != nil {
@@ -164,14 +170,8 @@ intermediate). Upload the result to complete the verification. Without
 	out := fs.String("out", "", "write the certificate to `file` instead of standard output")
 	which := fs.String("which", string(pki.LevelRoot), "CA certificate being verified: root or intermediate")
 	force := fs.Bool("force", false, "replace an existing --out file")
-	if err := cmdline.Parse(env, fs, args); err != nil {
+	if err := pkiParse(env, fs, args, "ca", "code"); err != nil {
 		return err
-	}
-	if err := cmdline.Require(fs, "ca", "code"); err != nil {
-		return err
-	}
-	if fs.NArg() > 0 {
-		return cmdline.Usagef("unexpected arguments: %s", strings.Join(fs.Args(), " "))
 	}
 	level := pki.Level(*which)
 	if level != pki.LevelRoot && level != pki.LevelIntermediate {
@@ -230,14 +230,8 @@ without --force.`)
 	key := fs.String("key", string(pki.DefaultKeyType), "key `type`: ecdsa-p256, ecdsa-p384, rsa-2048 or rsa-4096")
 	force := fs.Bool("force", false, "replace existing device files")
 	workers := fs.Int("workers", runtime.GOMAXPROCS(0), "parallel `workers` for --count")
-	if err := cmdline.Parse(env, fs, args); err != nil {
+	if err := pkiParse(env, fs, args, "ca", "out"); err != nil {
 		return err
-	}
-	if err := cmdline.Require(fs, "ca", "out"); err != nil {
-		return err
-	}
-	if fs.NArg() > 0 {
-		return cmdline.Usagef("unexpected arguments: %s", strings.Join(fs.Args(), " "))
 	}
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })

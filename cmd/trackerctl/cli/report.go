@@ -99,13 +99,7 @@ func cmdReport(ctx context.Context, env *cmdline.Env, args []string) error {
 	title := fl.String("title", "", "`title` of the report (default \"Cold-chain report\")")
 	generatedAt := fl.String("generated-at", "now", "`time` printed as the report's date: now, an RFC 3339 time, or none")
 	chromium := fl.String("chromium", "", "Chromium `binary` for PDF (default: chromium, chromium-browser or google-chrome from PATH)")
-	if err := cmdline.Parse(env, fl, args); err != nil {
-		return err
-	}
-	if fl.NArg() > 0 {
-		return cmdline.Usagef("unexpected argument %q", fl.Arg(0))
-	}
-	if err := cmdline.Require(fl, "shipment"); err != nil {
+	if err := parseFlagsOnly(env, fl, args, "shipment"); err != nil {
 		return err
 	}
 	switch {

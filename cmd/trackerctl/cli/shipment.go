@@ -19,10 +19,7 @@ func cmdDeviceShipment(ctx context.Context, env *cmdline.Env, args []string) err
 	shipment := fs.String("shipment", "", "shipment `ID` (at most 128 characters)")
 	wait := fs.Duration("wait", 0, "wait up to this long for the device's hub identity to appear")
 	sf := addServiceFlags(fs, false, true)
-	if err := cmdline.Parse(env, fs, args); err != nil {
-		return err
-	}
-	id, err := requireID(fs)
+	id, err := parseID(env, fs, args)
 	if err != nil {
 		return err
 	}

@@ -187,6 +187,20 @@ func svcExplain(err error, what, source string) error {
 }
 
 // svcTimeout bounds a single-object command.
-func svcTimeout(ctx context.Context) (context.Context, context.CancelFunc) {
-	return context.WithTimeout(ctx, 2*time.Minute)
+const svcTimeout = 2 * time.Minute
+
+// session connects like connect and bounds the command by svcTimeout. The
+// caller defers cancel once err is nil.
+func (sf *serviceFlags) session(ctx context.Context, env *cmdline.Env, needDPS, needHub bool) (*svcClients, context.Context, context.CancelFunc, error) {
+	s, err := sf.connect(env, needDPS, needHub)
+	if err != nil {
+		return nil, ctx, nil, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, svcTimeout)
+	return s, ctx, cancel, nil
+}
+
+// errNoGroup says that enrollment group id does not exist.
+func errNoGroup(id string) error {
+	return fmt.Errorf("no enrollment group %s in DPS (see 'trackerctl group list')", id)
 }
