@@ -2,10 +2,7 @@ package cli
 
 import (
 	"context"
-	"encoding/json"
-	"errors"
 	"fmt"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -23,32 +20,6 @@ const (
 	bundleKey    = "device.key.pem"
 	bundleTrust  = "trust.pem"
 )
-
-// emulatorInfo is the part of emulator.json a device bundle needs.
-type emulatorInfo struct {
-	DPSHost      string `json:"dpsHost"`
-	IDScope      string `json:"idScope"`
-	ServerCAFile string `json:"serverCaFile"`
-}
-
-func readEmulatorInfo(dir string) (*emulatorInfo, error) {
-	p := filepath.Join(dir, "emulator.json")
-	data, err := os.ReadFile(p)
-	if err != nil {
-		if errors.Is(err, fs.ErrNotExist) {
-			return nil, fmt.Errorf("no emulator.json in %s: start one with 'trackerctl emulator --state %s'", dir, dir)
-		}
-		return nil, err
-	}
-	var info emulatorInfo
-	if err := json.Unmarshal(data, &info); err != nil {
-		return nil, fmt.Errorf("%s: %w", p, err)
-	}
-	if info.DPSHost == "" || info.IDScope == "" || info.ServerCAFile == "" {
-		return nil, fmt.Errorf("%s lacks dpsHost, idScope or serverCaFile: is it from an older emulator?", p)
-	}
-	return &info, nil
-}
 
 func cmdDeviceBundle(ctx context.Context, env *cmdline.Env, args []string) error {
 	fs := cmdline.FlagSet(env, "trackerctl device bundle",
@@ -92,7 +63,7 @@ config selects the simulated sensor and GPS (demos, fleet tests).`)
 	endpoint := *dpsHost
 	idScope := *scope
 	if *emu != "" {
-		info, err := readEmulatorInfo(*emu)
+		info, err := readEmulatorInfo(*emu, emulatorDeviceFields...)
 		if err != nil {
 			return err
 		}

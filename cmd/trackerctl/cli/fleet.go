@@ -121,7 +121,7 @@ targets a real DPS whose enrollment group trusts that CA.`)
 		} else if *throttle != "none" {
 			return cmdline.Usagef("--throttle applies to the in-process emulator; for a running one use its fault controls")
 		}
-		info, err := readEmulatorInfo(stateDir)
+		info, err := readEmulatorInfo(stateDir, emulatorDeviceFields...)
 		if err != nil {
 			return err
 		}

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/coldchain/tracker/agent/cmdline"
@@ -46,17 +47,27 @@ func addServiceFlags(fs *flag.FlagSet, dps, hub bool) *serviceFlags {
 	return sf
 }
 
-// svcEmulatorInfo is what these commands need of emulator.json.
-type svcEmulatorInfo struct {
+// emulatorInfo is what trackerctl needs of emulator.json.
+type emulatorInfo struct {
 	HTTPSURL            string `json:"httpsUrl"`
 	DPSConnectionString string `json:"dpsConnectionString"`
 	HubConnectionString string `json:"hubConnectionString"`
 	ServerCAFile        string `json:"serverCaFile"`
 	HubHost             string `json:"hubHost"`
+	DPSHost             string `json:"dpsHost"`
+	IDScope             string `json:"idScope"`
 }
 
-// readSvcEmulatorInfo reads dir/emulator.json.
-func readSvcEmulatorInfo(dir string) (*svcEmulatorInfo, error) {
+// JSON names of the emulator.json fields each use of it needs.
+var (
+	emulatorServiceFields = []string{"httpsUrl", "serverCaFile"}
+	emulatorDeviceFields  = []string{"dpsHost", "idScope", "serverCaFile"}
+)
+
+// readEmulatorInfo reads dir/emulator.json and checks that it has the
+// fields named in need (by their JSON names). A relative serverCaFile is
+// taken as relative to dir.
+func readEmulatorInfo(dir string, need ...string) (*emulatorInfo, error) {
 	path := filepath.Join(dir, svcEmulatorFile)
 	data, err := os.ReadFile(path)
 	if errors.Is(err, os.ErrNotExist) {
@@ -65,14 +76,24 @@ func readSvcEmulatorInfo(dir string) (*svcEmulatorInfo, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read emulator info: %w", err)
 	}
-	var info svcEmulatorInfo
+	var info emulatorInfo
 	if err := json.Unmarshal(data, &info); err != nil {
 		return nil, fmt.Errorf("read %s: %w", path, err)
 	}
-	if info.HTTPSURL == "" || info.ServerCAFile == "" {
-		return nil, fmt.Errorf("%s lacks httpsUrl or serverCaFile; restart the emulator to rewrite it", path)
+	have := map[string]string{
+		"httpsUrl": info.HTTPSURL, "serverCaFile": info.ServerCAFile,
+		"dpsHost": info.DPSHost, "idScope": info.IDScope,
 	}
-	if !filepath.IsAbs(info.ServerCAFile) {
+	var missing []string
+	for _, name := range need {
+		if have[name] == "" {
+			missing = append(missing, name)
+		}
+	}
+	if len(missing) > 0 {
+		return nil, fmt.Errorf("%s lacks %s; restart the emulator to rewrite it", path, strings.Join(missing, ", "))
+	}
+	if info.ServerCAFile != "" && !filepath.IsAbs(info.ServerCAFile) {
 		info.ServerCAFile = filepath.Join(dir, info.ServerCAFile)
 	}
 	return &info, nil
@@ -112,7 +133,7 @@ func (sf *serviceFlags) connect(env *cmdline.Env, needDPS, needHub bool) (*svcCl
 	dpsCS, hubCS := sf.dps, sf.hub
 	s.dpsSource, s.hubSource = "--dps-connection-string", "--hub-connection-string"
 	if sf.emulator != "" {
-		info, err := readSvcEmulatorInfo(sf.emulator)
+		info, err := readEmulatorInfo(sf.emulator, emulatorServiceFields...)
 		if err != nil {
 			return nil, err
 		}
