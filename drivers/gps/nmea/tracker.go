@@ -264,6 +264,25 @@ func (e *epoch) setPos(rank int, lat, lon float64) {
 	}
 }
 
+// addFixData records what GGA and GNS carry in the same fields: the
+// satellites in use (field 6) and, with a fix, the position (fields 1 and
+// 3), HDOP (7) and altitude (8).
+func (e *epoch) addFixData(fields []string, fixed bool, sats int, lat, lon, hdop, alt float64) {
+	if present(fields, 6) {
+		e.sats, e.hasSats = sats, true
+	}
+	if !fixed || !present(fields, 1) || !present(fields, 3) {
+		return
+	}
+	e.setPos(rankGGA, lat, lon)
+	if present(fields, 7) && finite(hdop) {
+		e.hdop, e.hasHDOP = hdop, true
+	}
+	if present(fields, 8) && finite(alt) {
+		e.alt, e.hasAlt = alt, true
+	}
+}
+
 func (e *epoch) add(s gonmea.Sentence) {
 	e.n++
 	switch v := s.(type) {
@@ -286,43 +305,17 @@ func (e *epoch) add(s gonmea.Sentence) {
 			e.track, e.hasTrack = v.Course, true
 		}
 	case gonmea.GGA:
-		if present(v.Fields, 6) {
-			e.sats, e.hasSats = int(v.NumSatellites), true
-		}
-		if v.FixQuality == "" || v.FixQuality == gonmea.Invalid {
-			e.noFix = e.noFix || v.FixQuality == gonmea.Invalid
-			return
-		}
-		if !present(v.Fields, 1) || !present(v.Fields, 3) {
-			return
-		}
-		e.setPos(rankGGA, v.Latitude, v.Longitude)
-		if present(v.Fields, 7) && finite(v.HDOP) {
-			e.hdop, e.hasHDOP = v.HDOP, true
-		}
-		if present(v.Fields, 8) && finite(v.Altitude) {
-			e.alt, e.hasAlt = v.Altitude, true
-		}
+		e.noFix = e.noFix || v.FixQuality == gonmea.Invalid
+		fixed := v.FixQuality != "" && v.FixQuality != gonmea.Invalid
+		e.addFixData(v.Fields, fixed, int(v.NumSatellites), v.Latitude, v.Longitude, v.HDOP, v.Altitude)
 	case gonmea.GNS:
-		if present(v.Fields, 6) {
-			e.sats, e.hasSats = int(v.SVs), true
-		}
 		fixed := false
 		for _, m := range v.Mode {
 			if m != gonmea.NoFixGNS {
 				fixed = true
 			}
 		}
-		if !fixed || !present(v.Fields, 1) || !present(v.Fields, 3) {
-			return
-		}
-		e.setPos(rankGGA, v.Latitude, v.Longitude)
-		if present(v.Fields, 7) && finite(v.HDOP) {
-			e.hdop, e.hasHDOP = v.HDOP, true
-		}
-		if present(v.Fields, 8) && finite(v.Altitude) {
-			e.alt, e.hasAlt = v.Altitude, true
-		}
+		e.addFixData(v.Fields, fixed, int(v.SVs), v.Latitude, v.Longitude, v.HDOP, v.Altitude)
 	case gonmea.GLL:
 		if v.Validity != gonmea.ValidGLL || v.FFAMode == gonmea.FAAModeDataNotValid ||
 			!present(v.Fields, 0) || !present(v.Fields, 2) {
