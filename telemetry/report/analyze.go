@@ -1,6 +1,7 @@
 package report
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"math"
@@ -91,16 +92,7 @@ func Analyze(t *Telemetry, opts Options) (*Report, error) {
 		rep.Readings = append(rep.Readings, rd)
 	}
 	slices.SortStableFunc(rep.Readings, func(a, b Reading) int {
-		if c := a.Time.Compare(b.Time); c != 0 {
-			return c
-		}
-		switch {
-		case a.Seq < b.Seq:
-			return -1
-		case a.Seq > b.Seq:
-			return 1
-		}
-		return 0
+		return cmp.Or(a.Time.Compare(b.Time), cmp.Compare(a.Seq, b.Seq))
 	})
 
 	median := medianInterval(rep.Readings)

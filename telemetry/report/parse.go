@@ -3,6 +3,7 @@ package report
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -238,16 +239,7 @@ func Parse(r io.Reader) (*Telemetry, error) {
 		return nil, fmt.Errorf("report: line %d: %v: expected telemetry.jsonl lines as 'trackerctl emulator' writes them", t.Stats.FirstMalformedLine, firstErr)
 	}
 	slices.SortFunc(t.Records, func(a, b DeviceRecord) int {
-		if c := strings.Compare(a.Device, b.Device); c != 0 {
-			return c
-		}
-		switch {
-		case a.Seq < b.Seq:
-			return -1
-		case a.Seq > b.Seq:
-			return 1
-		}
-		return 0
+		return cmp.Or(strings.Compare(a.Device, b.Device), cmp.Compare(a.Seq, b.Seq))
 	})
 	return t, nil
 }
