@@ -11,6 +11,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -162,26 +163,14 @@ func (id *Identity) TLSCertificate() tls.Certificate {
 // Expiry returns the earliest NotAfter in the chain: from then on the
 // servers reject the device until it gets a new certificate.
 func (id *Identity) Expiry() time.Time {
-	t := id.Chain[0].NotAfter
-	for _, c := range id.Chain[1:] {
-		if c.NotAfter.Before(t) {
-			t = c.NotAfter
-		}
-	}
-	return t
+	return slices.MinFunc(id.Chain, func(a, b *x509.Certificate) int { return a.NotAfter.Compare(b.NotAfter) }).NotAfter
 }
 
 // NotBefore returns the latest NotBefore in the chain: before then the
 // servers reject the device. Since the certificate was issued after this
 // time, it is also a lower bound for a plausible wall clock.
 func (id *Identity) NotBefore() time.Time {
-	t := id.Chain[0].NotBefore
-	for _, c := range id.Chain[1:] {
-		if c.NotBefore.After(t) {
-			t = c.NotBefore
-		}
-	}
-	return t
+	return slices.MaxFunc(id.Chain, func(a, b *x509.Certificate) int { return a.NotBefore.Compare(b.NotBefore) }).NotBefore
 }
 
 // Thumbprint returns the SHA-256 digest of the leaf in upper-case hex, as
