@@ -355,8 +355,8 @@ func (e *epoch) add(s gonmea.Sentence) {
 			}
 		}
 	case gonmea.ZDA:
-		if v.Year > 0 && v.Month >= 1 && v.Month <= 12 && v.Day >= 1 && v.Day <= 31 {
-			e.date = civilDate{y: int(v.Year), m: int(v.Month), d: int(v.Day)}
+		if d := (civilDate{y: int(v.Year), m: int(v.Month), d: int(v.Day)}); d.valid() {
+			e.date = d
 		}
 	}
 }
@@ -364,8 +364,10 @@ func (e *epoch) add(s gonmea.Sentence) {
 // civilDate is a calendar date; the zero value means unknown.
 type civilDate struct{ y, m, d int }
 
+// valid reports whether c is a plausible receiver date: GPS time starts in
+// 1980, and RFC 3339 (the JSON form of a fix) has four-digit years.
 func (c civilDate) valid() bool {
-	return c.y > 0 && c.m >= 1 && c.m <= 12 && c.d >= 1 && c.d <= 31
+	return c.y >= 1980 && c.y <= 9999 && c.m >= 1 && c.m <= 12 && c.d >= 1 && c.d <= 31
 }
 
 func (c civilDate) next() civilDate {
