@@ -236,12 +236,9 @@ func LoadCA(dir string) (*CA, error) {
 	if _, err := os.Stat(rootPath); isNotExist(err) {
 		return nil, errorf("%w in %s: %s not found", ErrNoCA, dir, RootCertFile)
 	}
-	root, err := readOneCert(rootPath)
+	root, err := readCACert(rootPath)
 	if err != nil {
-		return nil, errorf("pki: load CA: %w", err)
-	}
-	if !root.IsCA {
-		return nil, errorf("pki: load CA: %s is not a CA certificate (basicConstraints CA:FALSE)", rootPath)
+		return nil, err
 	}
 	if err := root.CheckSignatureFrom(root); err != nil {
 		return nil, errorf("pki: load CA: %s is not a self-signed root: %w", rootPath, err)
@@ -261,12 +258,9 @@ func LoadCA(dir string) (*CA, error) {
 		ca.IssuerKey = ca.RootKey
 		return ca, nil
 	}
-	inter, err := readOneCert(interPath)
+	inter, err := readCACert(interPath)
 	if err != nil {
-		return nil, errorf("pki: load CA: %w", err)
-	}
-	if !inter.IsCA {
-		return nil, errorf("pki: load CA: %s is not a CA certificate (basicConstraints CA:FALSE)", interPath)
+		return nil, err
 	}
 	if err := inter.CheckSignatureFrom(root); err != nil {
 		return nil, errorf("pki: load CA: %s is not signed by %s (files from different CAs?): %w", interPath, rootPath, err)
@@ -281,6 +275,19 @@ func LoadCA(dir string) (*CA, error) {
 	}
 	ca.Issuer, ca.IssuerKey, ca.Chain = inter, interKey, []*x509.Certificate{inter}
 	return ca, nil
+}
+
+// readCACert reads the one certificate of a CA file and checks that it is
+// a CA's.
+func readCACert(path string) (*x509.Certificate, error) {
+	c, err := readOneCert(path)
+	if err != nil {
+		return nil, errorf("pki: load CA: %w", err)
+	}
+	if !c.IsCA {
+		return nil, errorf("pki: load CA: %s is not a CA certificate (basicConstraints CA:FALSE)", path)
+	}
+	return c, nil
 }
 
 // readOneCert reads a file that must hold exactly one certificate.
