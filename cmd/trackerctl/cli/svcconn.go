@@ -157,24 +157,18 @@ func (sf *serviceFlags) connect(env *cmdline.Env, needDPS, needHub bool) (*svcCl
 		hubCS, s.hubSource = env.Env(envHubConnectionString), "$"+envHubConnectionString
 	}
 	if needDPS {
-		if dpsCS == "" {
-			return nil, errors.New("no DPS connection string: pass --dps-connection-string, set " + envDPSConnectionString + ", or use --emulator DIR")
-		}
-		cs, err := service.ParseConnectionString(dpsCS)
+		cs, err := parseServiceCS("DPS", dpsCS, s.dpsSource, "--dps-connection-string", envDPSConnectionString)
 		if err != nil {
-			return nil, fmt.Errorf("DPS connection string from %s: %w", s.dpsSource, err)
+			return nil, err
 		}
 		if s.dps, err = service.NewDPS(cs, opts); err != nil {
 			return nil, err
 		}
 	}
 	if needHub || hubCS != "" {
-		if hubCS == "" {
-			return nil, errors.New("no IoT Hub connection string: pass --hub-connection-string, set " + envHubConnectionString + ", or use --emulator DIR")
-		}
-		cs, err := service.ParseConnectionString(hubCS)
+		cs, err := parseServiceCS("IoT Hub", hubCS, s.hubSource, "--hub-connection-string", envHubConnectionString)
 		if err != nil {
-			return nil, fmt.Errorf("IoT Hub connection string from %s: %w", s.hubSource, err)
+			return nil, err
 		}
 		if s.hub, err = service.NewHub(cs, opts); err != nil {
 			return nil, err
@@ -184,6 +178,19 @@ func (sf *serviceFlags) connect(env *cmdline.Env, needDPS, needHub bool) (*svcCl
 		}
 	}
 	return s, nil
+}
+
+// parseServiceCS parses the connection string cs of service what, which
+// came from source; an empty one is an error naming flagName and envName.
+func parseServiceCS(what, cs, source, flagName, envName string) (service.ConnectionString, error) {
+	if cs == "" {
+		return service.ConnectionString{}, fmt.Errorf("no %s connection string: pass %s, set %s, or use --emulator DIR", what, flagName, envName)
+	}
+	parsed, err := service.ParseConnectionString(cs)
+	if err != nil {
+		return service.ConnectionString{}, fmt.Errorf("%s connection string from %s: %w", what, source, err)
+	}
+	return parsed, nil
 }
 
 // dpsErr turns a DPS error into an operator's message.
