@@ -228,11 +228,7 @@ func printDeviceReport(w io.Writer, rep *service.DeviceReport, complete bool) {
 	case !rep.HubIdentity:
 		fmt.Fprintf(w, "device %s has no hub identity: nothing to drain\n", rep.DeviceID)
 	case rep.HubDisabled:
-		n := "an unknown number of"
-		if rep.UnsentEstimate >= 0 {
-			n = fmt.Sprint(rep.UnsentEstimate)
-		}
-		fmt.Fprintf(w, "device %s's hub identity is disabled, so it cannot connect to drain; %s records may be left unsent\n", rep.DeviceID, n)
+		fmt.Fprintf(w, "device %s's hub identity is disabled, so it cannot connect to drain; %s records may be left unsent\n", rep.DeviceID, unsentText(rep))
 	case rep.Answer != nil:
 		a := rep.Answer
 		shipment := ""
@@ -249,10 +245,7 @@ func printDeviceReport(w io.Writer, rep *service.DeviceReport, complete bool) {
 			fmt.Fprintf(w, "device %s %s: drain timed out, %d records left unsent\n", rep.DeviceID, sealed, a.Unsent)
 		}
 	default:
-		n := "an unknown number of"
-		if rep.UnsentEstimate >= 0 {
-			n = fmt.Sprint(rep.UnsentEstimate)
-		}
+		n := unsentText(rep)
 		if rep.SentC2D {
 			fmt.Fprintf(w, "device offline; sent deprovision by C2D, %s records may be left unsent\n", n)
 		} else {
@@ -264,6 +257,15 @@ func printDeviceReport(w io.Writer, rep *service.DeviceReport, complete bool) {
 	}
 	fmt.Fprintf(w, "device %s disenrolled (disabled individual enrollment); hub identity %s; registration record %s\n",
 		rep.DeviceID, outcomeText(rep.Deregister.HubDevice), outcomeText(rep.Deregister.Registration))
+}
+
+// unsentText is the service's estimate of the records a device did not
+// send, for a sentence.
+func unsentText(rep *service.DeviceReport) string {
+	if rep.UnsentEstimate < 0 {
+		return "an unknown number of"
+	}
+	return fmt.Sprint(rep.UnsentEstimate)
 }
 
 func outcomeText(o string) string {
