@@ -292,6 +292,11 @@ func (a *Agent) runHub(ctx context.Context, asg *identity.Assignment, beat func(
 	poll := time.NewTicker(time.Second)
 	defer poll.Stop()
 	wasConnected := false
+	// up is closed when the connection comes up: the publisher is woken
+	// at once rather than at the next poll, so the backlog and the live
+	// lane resume without waiting up to a second. Re-armed by the poll
+	// once the connection is seen down.
+	up := client.Connected()
 	for {
 		select {
 		case err := <-done:
@@ -303,10 +308,16 @@ func (a *Agent) runHub(ctx context.Context, asg *identity.Assignment, beat func(
 			cancel(errReprovision)
 		case <-report.C:
 			c.report(sctx)
+		case <-up:
+			up = nil
+			a.pub.Wake()
 		case <-poll.C:
 			beat()
 			st := client.State()
 			connected := st.Connected
+			if !connected && up == nil {
+				up = client.Connected()
+			}
 			if connected && !wasConnected {
 				a.showStatus(fmt.Sprintf("connected to %s as %s", asg.AssignedHub, asg.DeviceID))
 				a.pub.Wake()
