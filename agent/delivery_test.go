@@ -405,6 +405,7 @@ func TestDamagedBufferNeverStopsStartup(t *testing.T) {
 		if st.Buffer.NextSeq+1 < lastNext {
 			t.Errorf("round %d: numbering resumed at %d, but seqs up to %d were handed out before: they would be reused", round, st.Buffer.NextSeq, lastNext-2)
 		}
+		roundDamaged := false
 		if round > 0 {
 			if !statusHasWarning(st, "buffer recovery") {
 				t.Errorf("round %d: no buffer recovery warning in the status after a kill and damage: %+v", round, st.Warnings)
@@ -417,6 +418,7 @@ func TestDamagedBufferNeverStopsStartup(t *testing.T) {
 					}
 					if strings.Contains(w.Msg, "damage") || strings.Contains(w.Msg, "missing") {
 						damaged++
+						roundDamaged = true
 					}
 				}
 			}
@@ -439,6 +441,32 @@ func TestDamagedBufferNeverStopsStartup(t *testing.T) {
 		cancel()
 		if err != nil {
 			t.Fatalf("round %d: no new record (seq >= %d) reached the hub: %v\n%s", round, first, err, logTail(d.log.String(), 8<<10))
+		}
+		if roundDamaged {
+			// The loss report of this round's damage reaches the hub
+			// before the next kill: damage in the next round could
+			// otherwise destroy the report itself (that loss would be
+			// reported in turn, but not counted here).
+			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+			_, err := r.emu.WaitTelemetry(ctx, func(m emulator.Message) bool {
+				var b telemetry.Batch
+				if !strings.EqualFold(m.DeviceID, id) || json.Unmarshal(m.Payload, &b) != nil {
+					return false
+				}
+				for _, rec := range b.Records {
+					if rec.Kind == telemetry.KindGap && rec.Gap != nil && rec.Seq+1 >= lastNext {
+						switch rec.Gap.Reason {
+						case buffer.GapCorruptFile, buffer.GapCorruptRecords, buffer.GapMissingFile:
+							return true
+						}
+					}
+				}
+				return false
+			})
+			cancel()
+			if err != nil {
+				t.Fatalf("round %d: the damage was detected but no loss report reached the hub: %v\n%s", round, err, logTail(d.log.String(), 8<<10))
+			}
 		}
 		if round == rounds {
 			d.term()
