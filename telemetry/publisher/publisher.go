@@ -12,6 +12,13 @@
 // with the same $.mid, before anything else, so a duplicate downstream is
 // always recognisable by its message id.
 //
+// The resend state lives in memory: after a power cut (or a stop while a
+// PUBACK was on its way) a record whose acknowledgement never reached the
+// buffer is sent again, possibly batched differently and so under another
+// $.mid. Every record carries the device's sequence number, so consumers
+// deduplicate on (device, seq); within one run, duplicates always share
+// their $.mid.
+//
 // One goroutine ([Publisher.Run]) does all publishing; the other methods
 // are safe to call from any goroutine.
 package publisher
