@@ -40,6 +40,10 @@ const (
 	Unsynced Source = "unsynced"
 )
 
+// MinFloor is the earliest time a Clock ever reports: no tracker software
+// ran before it, so a clock showing an earlier time is wrong.
+var MinFloor = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+
 // Options configures a Clock.
 type Options struct {
 	// FloorFile persists the last known good time ("" keeps it in memory).
@@ -74,6 +78,11 @@ func New(opts Options) *Clock {
 		opts.System = time.Now
 	}
 	c := &Clock{opts: opts, start: time.Now(), floor: opts.BuildTime.UTC()}
+	if c.floor.Before(MinFloor) {
+		// A binary built without a stamped build time still knows it was
+		// not built before this; a board at 1970 is never "synchronised".
+		c.floor = MinFloor
+	}
 	if opts.FloorFile != "" {
 		if t, err := readFloor(opts.FloorFile); err == nil && t.After(c.floor) {
 			c.floor = t

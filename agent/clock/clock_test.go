@@ -85,3 +85,10 @@ func TestFloorPersists(t *testing.T) {
 		t.Errorf("system clock behind the floor: source %s", src)
 	}
 }
+
+func TestUnstampedBuildStillDistrusts1970(t *testing.T) {
+	c := New(Options{TrustSystem: true, System: fixed(time.Unix(5, 0))})
+	if now, src := c.Now(); src != Unsynced || now.Before(MinFloor) {
+		t.Fatalf("Now() = %v %s without a build time, want unsynced at or after %v", now, src, MinFloor)
+	}
+}
