@@ -182,13 +182,10 @@ func (s *Store) SaveAssignment(a *Assignment) error {
 	if err := a.validate(); err != nil {
 		return fmt.Errorf("identity: save assignment: %w", err)
 	}
-	// Marshal, not MarshalIndent: indenting would reformat Result, which is
-	// kept as DPS sent it.
-	data, err := json.Marshal(assignmentFile{Version: assignmentVersion, Assignment: *a})
+	data, err := encodeAssignment(a)
 	if err != nil {
 		return fmt.Errorf("identity: save assignment: %w", err)
 	}
-	data = append(data, '\n')
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if err := pki.WriteFileAtomic(s.path(AssignmentFile), data, 0o600); err != nil {
@@ -276,4 +273,17 @@ func syncDir(dir string) error {
 		return fmt.Errorf("sync directory %s: %w", dir, cerr)
 	}
 	return nil
+}
+
+// encodeAssignment renders a for the assignment file, keeping Result as DPS
+// sent it: no indenting, and no HTML escaping (json.Marshal would turn an
+// "&" inside Result into "\u0026").
+func encodeAssignment(a *Assignment) ([]byte, error) {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(assignmentFile{Version: assignmentVersion, Assignment: *a}); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
 }
