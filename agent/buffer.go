@@ -84,14 +84,14 @@ func (s *bufferStore) Sync() error { return s.b.Sync() }
 
 // Depth implements publisher.Store: records not yet acknowledged,
 // committed or not.
-func (s *bufferStore) Depth() int {
-	st := s.b.Stats()
-	return max(st.Depth+st.Pending-st.PendingAcks, 0)
-}
+func (s *bufferStore) Depth() int { return unsent(s.b.Stats()) }
 
 func (s *bufferStore) Stats() bufferStats {
 	st := s.b.Stats()
-	return bufferStats{Depth: max(st.Depth+st.Pending-st.PendingAcks, 0), Bytes: st.Bytes, Oldest: st.OldestTime, NextSeq: st.NextSeq, Evicted: st.Evicted}
+	return bufferStats{Depth: unsent(st), Bytes: st.Bytes, Oldest: st.OldestTime, NextSeq: st.NextSeq, Evicted: st.Evicted}
 }
+
+// unsent counts the records not yet acknowledged, committed or not.
+func unsent(st buffer.Stats) int { return max(st.Depth+st.Pending-st.PendingAcks, 0) }
 
 func (s *bufferStore) Close() error { return s.b.Close() }
